@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "Bulkhead",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "bulkhead", targets: ["bulkhead"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries. Only BulkheadYAML imports CYAML; only BulkheadNetfilter imports CNetfilter.
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
+        .systemLibrary(
+            name: "CNetfilter",
+            pkgConfig: "libnftnl",
+            providers: [.apt(["libnftnl-dev", "libmnl-dev"])]
+        ),
+        // Kernel and libnftnl macros, wrapped as functions so Swift never re-derives them.
+        .target(name: "CNetfilterShim", dependencies: ["CNetfilter"]),
+
+        .target(name: "BulkheadYAML", dependencies: ["CYAML"]),
+        .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
+        .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
+        .target(name: "BulkheadRuleset"),
+        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
+        .executableTarget(
+            name: "bulkhead",
+            dependencies: [
+                "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // Benchmarks driven by scripts/bench.sh; never run as a test.
+        .executableTarget(name: "bulkhead-bench", dependencies: ["BulkheadRuleset", "BulkheadNetfilter"]),
+
+        .testTarget(name: "BulkheadPolicyTests", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadYAML"]),
+        .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset"]),
+        .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset"]),
+        .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead"]),
+    ]
+)

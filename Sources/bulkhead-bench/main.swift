@@ -1,0 +1,1 @@
+print("bulkhead-bench: no benchmarks yet")

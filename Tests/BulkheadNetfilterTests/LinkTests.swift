@@ -1,0 +1,6 @@
+import Testing
+import BulkheadNetfilter
+
+@Test func libnftnlLinks() {
+    #expect(NetfilterLibrary.isLinked())
+}
