@@ -33,7 +33,7 @@ let package = Package(
         .executableTarget(
             name: "bulkhead",
             dependencies: [
-                "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter",
+                "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,0 +1,80 @@
+import BulkheadYAML
+
+/// What runs on a host: the container networks and the containers attached to them.
+///
+/// It comes from the Docker Engine API, or offline from a snapshot file (`InventoryLoader`).
+public struct Inventory: Sendable, Hashable, Codable {
+    public var networks: [Network]
+    public var containers: [Container]
+
+    public init(networks: [Network] = [], containers: [Container] = []) {
+        self.networks = networks
+        self.containers = containers
+    }
+
+    public func network(named name: String) -> Network? { networks.first { $0.name == name } }
+}
+
+public struct Network: Sendable, Hashable, Codable {
+    public var name: String
+    public var subnets: [IPNetwork]
+    /// Addresses of the host on this network (the bridge's gateway addresses): traffic from them is `host`.
+    public var gateways: [IPAddress]
+    /// Where the network is defined in a snapshot file, for diagnostics.
+    public var source: SourceLocation?
+
+    public init(name: String, subnets: [IPNetwork], gateways: [IPAddress] = [], source: SourceLocation? = nil) {
+        self.name = name
+        self.subnets = subnets
+        self.gateways = gateways
+        self.source = source
+    }
+}
+
+public struct Container: Sendable, Hashable, Codable {
+    public var name: String
+    public var id: String?
+    public var labels: [String: String]
+    /// Network name → the container's addresses on it.
+    public var networks: [String: Attachment]
+    public var source: SourceLocation?
+
+    public init(name: String, id: String? = nil, labels: [String: String], networks: [String: Attachment], source: SourceLocation? = nil) {
+        self.name = name
+        self.id = id
+        self.labels = labels
+        self.networks = networks
+        self.source = source
+    }
+
+    /// Every address of the container, sorted.
+    public var addresses: [IPAddress] {
+        networks.values.flatMap { [$0.ipv4, $0.ipv6].compactMap { $0 } }.sorted()
+    }
+}
+
+public struct Attachment: Sendable, Hashable, Codable {
+    public var ipv4: IPAddress?
+    public var ipv6: IPAddress?
+
+    public init(ipv4: IPAddress? = nil, ipv6: IPAddress? = nil) {
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+    }
+}
+
+/// A file position that survives into the model, so later checks can point back at the source.
+public struct SourceLocation: Sendable, Hashable, Codable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, mark: Mark) {
+        self.file = file
+        self.line = mark.line
+        self.column = mark.column
+    }
+
+    public var mark: Mark { Mark(line: line, column: column) }
+    public var description: String { "\(file):\(line)" }
+}

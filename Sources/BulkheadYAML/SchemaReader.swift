@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+/// Collects diagnostics for one file while its YAML is read against a schema.
+public final class DiagnosticSink {
+    public let file: String
+    public private(set) var diagnostics: [Diagnostic] = []
+
+    public init(file: String) { self.file = file }
+
+    public func error(_ code: DiagnosticCode, _ message: String, at mark: Mark) {
+        diagnostics.append(Diagnostic(.error, code, message, file: file, at: mark))
+    }
+
+    public func warning(_ code: DiagnosticCode, _ message: String, at mark: Mark) {
+        diagnostics.append(Diagnostic(.warning, code, message, file: file, at: mark))
+    }
+
+    public func append(contentsOf other: [Diagnostic]) { diagnostics.append(contentsOf: other) }
+
+    public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+}
+
+/// Reads one YAML mapping against a fixed set of keys, reporting unknown keys (with a did-you-mean),
+/// duplicate keys and missing required keys as it is created.
+public struct MappingReader {
+    public let mapping: YAMLMapping
+    private let values: [String: YAMLNode]
+
+    /// Returns nil (after reporting `wrong-type`) when `node` is not a mapping.
+    /// `keys` nil means any key is allowed (label maps, network maps).
+    public init?(_ node: YAMLNode, _ what: String, keys: [String]?, required: [String] = [], sink: DiagnosticSink,
+                 duplicateCode: DiagnosticCode = .duplicateKey) {
+        guard case .mapping(let mapping) = node else {
+            sink.error(.wrongType, "\(what) must be a mapping, not \(node.kindDescription)", at: node.mark)
+            return nil
+        }
+        self.mapping = mapping
+        for (entry, first) in mapping.duplicates {
+            sink.error(duplicateCode, "key '\(entry.key.value)' appears twice in \(what) (first at line \(first.key.mark.line)); remove one", at: entry.key.mark)
+        }
+        var values: [String: YAMLNode] = [:]
+        for entry in mapping.entries where values[entry.key.value] == nil {
+            values[entry.key.value] = entry.value
+            if let keys, !keys.contains(entry.key.value) {
+                var message = "unknown key '\(entry.key.value)' in \(what)"
+                if let guess = Spelling.closest(to: entry.key.value, among: keys) {
+                    message += " (did you mean '\(guess)'?)"
+                } else {
+                    message += "; allowed keys: \(keys.joined(separator: ", "))"
+                }
+                sink.error(.unknownKey, message, at: entry.key.mark)
+            }
+        }
+        self.values = values
+        for key in required where values[key] == nil {
+            sink.error(.missingKey, "\(what) is missing the required key '\(key)'", at: mapping.mark)
+        }
+    }
+
+    public subscript(key: String) -> YAMLNode? { values[key] }
+
+    /// The mark of a key itself (for messages about the key rather than its value).
+    public func keyMark(_ key: String) -> Mark? { mapping[key]?.key.mark }
+}
+
+extension YAMLNode {
+    /// The string of a scalar, or nil after reporting `wrong-type`.
+    public func string(_ what: String, sink: DiagnosticSink) -> String? {
+        guard case .scalar(let s) = self, !s.isNull else {
+            sink.error(isNull ? .emptyValue : .wrongType, isNull ? "\(what) is empty" : "\(what) must be a string, not \(kindDescription)", at: mark)
+            return nil
+        }
+        return s.value
+    }
+
+    /// The items of a list, or nil after reporting `wrong-type`. With `allowSingle`, one scalar or
+    /// mapping stands for a list of itself (as in `from: frontend`).
+    public func list(_ what: String, sink: DiagnosticSink, allowSingle: Bool = false) -> [YAMLNode]? {
+        switch self {
+        case .sequence(let s): return s.items
+        case .scalar(let s) where s.isNull:
+            return []
+        default:
+            if allowSingle { return [self] }
+            sink.error(.wrongType, "\(what) must be a list, not \(kindDescription)", at: mark)
+            return nil
+        }
+    }
+}
+
+/// Did-you-mean suggestions.
+public enum Spelling {
+    /// The candidate nearest to `word` by edit distance, when it is near enough to be a typo.
+    public static func closest(to word: String, among candidates: [String]) -> String? {
+        let limit = max(1, min(3, word.count / 3 + 1))
+        var best: (String, Int)?
+        for c in candidates {
+            let d = distance(word.lowercased(), c.lowercased())
+            if d <= limit, best == nil || d < best!.1 { best = (c, d) }
+        }
+        return best?.0
+    }
+
+    /// Damerau-Levenshtein (optimal string alignment) distance, so a swapped pair counts as one typo.
+    public static func distance(_ a: String, _ b: String) -> Int {
+        let x = Array(a), y = Array(b)
+        if x.isEmpty { return y.count }
+        if y.isEmpty { return x.count }
+        var d = [[Int]](repeating: [Int](repeating: 0, count: y.count + 1), count: x.count + 1)
+        for i in 0...x.count { d[i][0] = i }
+        for j in 0...y.count { d[0][j] = j }
+        for i in 1...x.count {
+            for j in 1...y.count {
+                let cost = x[i - 1] == y[j - 1] ? 0 : 1
+                d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+                if i > 1, j > 1, x[i - 1] == y[j - 2], x[i - 2] == y[j - 1] {
+                    d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+                }
+            }
+        }
+        return d[x.count][y.count]
+    }
+}
+
+/// Reads files for the loaders, turning I/O failures into diagnostics.
+public enum SourceFile {
+    public enum ReadError: Error, Sendable {
+        case unreadable(String)
+    }
+
+    public static func read(_ path: String) -> Result<[UInt8], ReadError> {
+        guard let handle = fopen(path, "rb") else {
+            return .failure(.unreadable(String(cString: strerror(errno))))
+        }
+        defer { fclose(handle) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&chunk, 1, chunk.count, handle)
+            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
+            if n < chunk.count {
+                if ferror(handle) != 0 { return .failure(.unreadable(String(cString: strerror(errno)))) }
+                break
+            }
+            // Stop early: the loader refuses anything over its limit anyway.
+            if bytes.count > (1 << 20) + 1 { break }
+        }
+        return .success(bytes)
+    }
+}

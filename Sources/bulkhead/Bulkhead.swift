@@ -1,0 +1,28 @@
+import ArgumentParser
+
+@main
+struct Bulkhead: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bulkhead",
+        abstract: "Container network segmentation: allow exactly the declared flows between containers.",
+        discussion: """
+        Exit codes: 0 success; 1 errors found (validate) or the command failed; 64 usage error;
+        66 an input path cannot be read.
+        """,
+        version: BulkheadVersion.current,
+        subcommands: [Validate.self, Schema.self]
+    )
+}
+
+enum BulkheadVersion {
+    static let current = "0.1.0"
+}
+
+/// Exit codes shared by every subcommand (sysexits.h where one fits).
+enum ExitStatus {
+    static let ok: Int32 = 0
+    static let failure: Int32 = 1
+    static let changes: Int32 = 2
+    static let usage: Int32 = 64
+    static let noInput: Int32 = 66
+}
