@@ -1,2 +1,0 @@
-/// The nftables object model lives here (see issue 3).
-public enum RulesetModel {}
