@@ -21,9 +21,9 @@ public struct Network: Sendable, Hashable, Codable {
     /// Addresses of the host on this network (the bridge's gateway addresses): traffic from them is `host`.
     public var gateways: [IPAddress]
     /// Where the network is defined in a snapshot file, for diagnostics.
-    public var source: SourceLocation?
+    public var source: FilePosition?
 
-    public init(name: String, subnets: [IPNetwork], gateways: [IPAddress] = [], source: SourceLocation? = nil) {
+    public init(name: String, subnets: [IPNetwork], gateways: [IPAddress] = [], source: FilePosition? = nil) {
         self.name = name
         self.subnets = subnets
         self.gateways = gateways
@@ -37,9 +37,9 @@ public struct Container: Sendable, Hashable, Codable {
     public var labels: [String: String]
     /// Network name → the container's addresses on it.
     public var networks: [String: Attachment]
-    public var source: SourceLocation?
+    public var source: FilePosition?
 
-    public init(name: String, id: String? = nil, labels: [String: String], networks: [String: Attachment], source: SourceLocation? = nil) {
+    public init(name: String, id: String? = nil, labels: [String: String], networks: [String: Attachment], source: FilePosition? = nil) {
         self.name = name
         self.id = id
         self.labels = labels
@@ -64,7 +64,7 @@ public struct Attachment: Sendable, Hashable, Codable {
 }
 
 /// A file position that survives into the model, so later checks can point back at the source.
-public struct SourceLocation: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct FilePosition: Sendable, Hashable, Codable, CustomStringConvertible {
     public var file: String
     public var line: Int
     public var column: Int

@@ -46,7 +46,7 @@ public enum InventoryLoader {
             let gateways: [IPAddress] = (m["gateways"]?.list("gateways", sink: sink) ?? []).compactMap { item in
                 address(item, "a gateway", sink: sink)
             }
-            inventory.networks.append(Network(name: name, subnets: subnets, gateways: gateways, source: SourceLocation(file: sink.file, mark: node.mark)))
+            inventory.networks.append(Network(name: name, subnets: subnets, gateways: gateways, source: FilePosition(file: sink.file, mark: node.mark)))
         }
         var containerNames: [String: Mark] = [:]
         for node in doc["containers"]?.list("containers", sink: sink) ?? [] {
@@ -79,7 +79,7 @@ public enum InventoryLoader {
                     attachments[entry.key.value] = attachment
                 }
             }
-            inventory.containers.append(Container(name: name, id: id, labels: labels, networks: attachments, source: SourceLocation(file: sink.file, mark: node.mark)))
+            inventory.containers.append(Container(name: name, id: id, labels: labels, networks: attachments, source: FilePosition(file: sink.file, mark: node.mark)))
         }
         return inventory
     }

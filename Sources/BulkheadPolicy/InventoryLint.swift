@@ -22,7 +22,7 @@ public enum InventoryLint {
         let governed = policies.governedNetworks
         for c in inventory.containers {
             let services = evaluator.membership[c.name] ?? []
-            let location = c.source ?? SourceLocation(file: "inventory", mark: .start)
+            let location = c.source ?? FilePosition(file: "inventory", mark: .start)
             let onGoverned = c.networks.keys.filter(governed.contains).sorted()
             if services.isEmpty, !onGoverned.isEmpty {
                 out.append(Diagnostic(.warning, .unmanagedContainer,

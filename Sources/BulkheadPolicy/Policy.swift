@@ -36,7 +36,12 @@ public struct Segment: Sendable, Hashable {
 
     public struct NetworkName: Sendable, Hashable {
         public var name: String
-        public var location: SourceLocation
+        public var location: FilePosition
+
+        public init(name: String, location: FilePosition) {
+            self.name = name
+            self.location = location
+        }
     }
 
     public var name: String
@@ -46,7 +51,18 @@ public struct Segment: Sendable, Hashable {
     public var services: [Service]
     public var flows: [Flow]
     /// Where the `segment:` value is.
-    public var location: SourceLocation
+    public var location: FilePosition
+
+    public init(name: String, description: String? = nil, mode: Mode = .enforce, networks: [NetworkName],
+                services: [Service], flows: [Flow], location: FilePosition) {
+        self.name = name
+        self.description = description
+        self.mode = mode
+        self.networks = networks
+        self.services = services
+        self.flows = flows
+        self.location = location
+    }
 }
 
 /// `segment/name`: how a service is named across segments.
@@ -69,9 +85,16 @@ public struct Service: Sendable, Hashable {
     public var ref: ServiceRef
     public var labels: [String: String]
     /// Where the service's key is.
-    public var location: SourceLocation
+    public var location: FilePosition
     /// Where its `labels:` value is.
-    public var selectorLocation: SourceLocation
+    public var selectorLocation: FilePosition
+
+    public init(ref: ServiceRef, labels: [String: String], location: FilePosition, selectorLocation: FilePosition) {
+        self.ref = ref
+        self.labels = labels
+        self.location = location
+        self.selectorLocation = selectorLocation
+    }
 
     public var name: String { ref.name }
 
@@ -121,7 +144,12 @@ public enum Endpoint: Sendable, Hashable, Comparable, CustomStringConvertible {
 /// An endpoint and where it was written.
 public struct LocatedEndpoint: Sendable, Hashable {
     public var endpoint: Endpoint
-    public var location: SourceLocation
+    public var location: FilePosition
+
+    public init(endpoint: Endpoint, location: FilePosition) {
+        self.endpoint = endpoint
+        self.location = location
+    }
 }
 
 /// One allowed flow: new connections from any `from` to any `to` on any of `ports`.
@@ -134,7 +162,18 @@ public struct Flow: Sendable, Hashable {
     public var ports: [PortSpec]
     public var description: String?
     /// Where the flow's list item starts: the "policy line" every verdict and counter names.
-    public var location: SourceLocation
+    public var location: FilePosition
+
+    public init(segment: String, index: Int, from: [LocatedEndpoint], to: [LocatedEndpoint], ports: [PortSpec],
+                description: String? = nil, location: FilePosition) {
+        self.segment = segment
+        self.index = index
+        self.from = from
+        self.to = to
+        self.ports = ports
+        self.description = description
+        self.location = location
+    }
 
     /// `policies/shop.yaml:14`.
     public var reference: String { "\(location.file):\(location.line)" }

@@ -135,8 +135,8 @@ public enum PolicyLoader {
     /// A flow whose endpoints still hold the names as written.
     struct PendingFlow {
         var flow: Flow
-        var from: [(RawEndpoint, SourceLocation)]
-        var to: [(RawEndpoint, SourceLocation)]
+        var from: [(RawEndpoint, FilePosition)]
+        var to: [(RawEndpoint, FilePosition)]
     }
 
     enum RawEndpoint {
@@ -166,7 +166,7 @@ public enum PolicyLoader {
     static func readSegment(_ node: YAMLNode, sink: DiagnosticSink) -> PendingSegment? {
         guard let m = MappingReader(node, "a segment document", keys: segmentKeys, required: ["segment", "networks", "services"], sink: sink) else { return nil }
         guard let nameNode = m["segment"], let name = nameNode.string("segment", sink: sink) else { return nil }
-        let here = { (mark: Mark) in SourceLocation(file: sink.file, mark: mark) }
+        let here = { (mark: Mark) in FilePosition(file: sink.file, mark: mark) }
         if reservedNames.contains(name) {
             sink.error(.reservedName, "'\(name)' is a reserved endpoint name and cannot name a segment", at: nameNode.mark)
         } else if !isValidName(name) {
@@ -246,8 +246,8 @@ public enum PolicyLoader {
             }
         }
         return Service(ref: ServiceRef(segment: segment, name: name), labels: labels,
-                       location: SourceLocation(file: sink.file, mark: entry.key.mark),
-                       selectorLocation: SourceLocation(file: sink.file, mark: labelNode.mark))
+                       location: FilePosition(file: sink.file, mark: entry.key.mark),
+                       selectorLocation: FilePosition(file: sink.file, mark: labelNode.mark))
     }
 
     static func readFlow(_ node: YAMLNode, segment: String, index: Int, sink: DiagnosticSink) -> PendingFlow? {
@@ -268,15 +268,15 @@ public enum PolicyLoader {
         }
         guard m["from"] != nil, m["to"] != nil, m["ports"] != nil else { return nil }
         let flow = Flow(segment: segment, index: index, from: [], to: [], ports: ports, description: description,
-                        location: SourceLocation(file: sink.file, mark: node.mark))
+                        location: FilePosition(file: sink.file, mark: node.mark))
         return PendingFlow(flow: flow, from: from, to: to)
     }
 
-    static func readEndpoints(_ node: YAMLNode, _ what: String, sink: DiagnosticSink) -> [(RawEndpoint, SourceLocation)] {
+    static func readEndpoints(_ node: YAMLNode, _ what: String, sink: DiagnosticSink) -> [(RawEndpoint, FilePosition)] {
         guard let items = node.list(what, sink: sink, allowSingle: true) else { return [] }
         if items.isEmpty { sink.error(.emptyValue, "'\(what)' is empty: name at least one endpoint", at: node.mark) }
         return items.compactMap { item in
-            readEndpoint(item, sink: sink).map { ($0, SourceLocation(file: sink.file, mark: item.mark)) }
+            readEndpoint(item, sink: sink).map { ($0, FilePosition(file: sink.file, mark: item.mark)) }
         }
     }
 
@@ -319,7 +319,7 @@ public enum PolicyLoader {
     // MARK: - Cross references
 
     static func resolve(_ p: PendingFlow, in segment: Segment, policies: PolicySet, diagnostics: inout [Diagnostic]) -> Flow? {
-        func one(_ raw: RawEndpoint, _ location: SourceLocation) -> LocatedEndpoint? {
+        func one(_ raw: RawEndpoint, _ location: FilePosition) -> LocatedEndpoint? {
             func unknown(_ seg: Segment, _ name: String, qualified: Bool) -> LocatedEndpoint? {
                 var message = "segment '\(seg.name)' has no service '\(name)'"
                 if let guess = Spelling.closest(to: name, among: seg.services.map(\.name)) {
