@@ -4,12 +4,13 @@ import BulkheadYAML
 /// Warnings about policies that load but probably do not say what their author meant.
 public enum PolicyLint {
     public static func run(_ policies: PolicySet) -> [Diagnostic] {
-        unusedServices(policies) + ineffectiveFlows(policies) + redundantFlows(policies)
+        let flows = policies.flows
+        return unusedServices(policies, flows) + ineffectiveFlows(flows) + redundantFlows(flows)
     }
 
     /// A service in no flow has all its traffic denied: usually a forgotten flow.
-    static func unusedServices(_ policies: PolicySet) -> [Diagnostic] {
-        let used = Set(policies.flows.flatMap { ($0.from + $0.to).compactMap(\.endpoint.serviceRef) })
+    static func unusedServices(_ policies: PolicySet, _ flows: [Flow]) -> [Diagnostic] {
+        let used = Set(flows.flatMap { ($0.from + $0.to).compactMap(\.endpoint.serviceRef) })
         return policies.services.filter { !used.contains($0.ref) }.map { s in
             Diagnostic(.warning, .unusedService,
                        "service '\(s.ref)' appears in no flow: all traffic to and from it will be denied",
@@ -19,8 +20,8 @@ public enum PolicyLint {
 
     /// Bulkhead governs only traffic with a managed container on one side; a flow between world,
     /// host and CIDRs alone never matches anything.
-    static func ineffectiveFlows(_ policies: PolicySet) -> [Diagnostic] {
-        policies.flows.compactMap { f in
+    static func ineffectiveFlows(_ flows: [Flow]) -> [Diagnostic] {
+        flows.compactMap { f in
             let pairs = f.from.flatMap { a in f.to.map { (a.endpoint, $0.endpoint) } }
             guard !pairs.isEmpty, pairs.allSatisfy({ $0.0.serviceRef == nil && $0.1.serviceRef == nil }) else { return nil }
             return Diagnostic(.warning, .ineffectiveFlow,
@@ -34,10 +35,23 @@ public enum PolicyLint {
     /// found redundant no longer counts as cover, so of two identical flows the later one is
     /// reported, and a flow is never reported redundant because of one that is itself reported.
     /// Cover by several CIDRs whose union contains a CIDR is not detected.
-    static func redundantFlows(_ policies: PolicySet) -> [Diagnostic] {
-        let flows = policies.flows.filter { f in
+    static func redundantFlows(_ allFlows: [Flow]) -> [Diagnostic] {
+        let flows = allFlows.filter { f in
             f.from.contains { $0.endpoint.serviceRef != nil } || f.to.contains { $0.endpoint.serviceRef != nil }
         }
+        // Index flows by the services they name, so each pair only looks at flows that can cover
+        // it: with thousands of files, scanning every flow for every pair would be quadratic.
+        var byTo: [ServiceRef: [Int]] = [:], byFrom: [ServiceRef: [Int]] = [:]
+        for (j, g) in flows.enumerated() {
+            for r in Set(g.to.compactMap(\.endpoint.serviceRef)) { byTo[r, default: []].append(j) }
+            for r in Set(g.from.compactMap(\.endpoint.serviceRef)) { byFrom[r, default: []].append(j) }
+        }
+        func candidates(_ a: Endpoint, _ b: Endpoint) -> [Int]? {
+            if let r = b.serviceRef { return byTo[r] ?? [] }
+            if let r = a.serviceRef { return byFrom[r] ?? [] }
+            return nil  // neither side is a service: the pair allows nothing, so it needs no cover
+        }
+        let portSets = flows.map(\.portSet)
         var redundant = Set<Int>()
         var diagnostics: [Diagnostic] = []
         for i in flows.indices.reversed() {
@@ -46,12 +60,15 @@ public enum PolicyLint {
             var covered = true
             pairs: for a in f.from {
                 for b in f.to {
+                    guard let candidates = candidates(a.endpoint, b.endpoint) else { continue }
                     var union = PortSet.empty
-                    for (j, g) in flows.enumerated() where j != i && !redundant.contains(j) && g.allows(from: a.endpoint, to: b.endpoint) {
-                        union = union.union(g.portSet)
+                    for j in candidates where j != i && !redundant.contains(j) {
+                        let g = flows[j]
+                        guard g.allows(from: a.endpoint, to: b.endpoint) else { continue }
+                        union = union.union(portSets[j])
                         coveringLines.insert(g)
                     }
-                    if !f.portSet.isSubset(of: union) {
+                    if !portSets[i].isSubset(of: union) {
                         covered = false
                         break pairs
                     }

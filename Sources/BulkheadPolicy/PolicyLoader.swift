@@ -116,12 +116,13 @@ public enum PolicyLoader {
             byName[p.segment.name] = p
             segments.append(p.segment)
         }
-        let policies = PolicySet(segments: segments)
-        var resolved = policies
-        for (i, segment) in segments.enumerated() {
-            guard let p = byName[segment.name] else { continue }
-            resolved.segments[i].flows = p.flows.compactMap { resolve($0, in: segment, policies: policies, diagnostics: &diagnostics) }
+        let segmentsByName = Dictionary(segments.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        for i in segments.indices {
+            guard let p = byName.removeValue(forKey: segments[i].name) else { continue }
+            segments[i].flows = p.flows.compactMap { resolve($0, in: segments[i], segments: segmentsByName, diagnostics: &diagnostics) }
         }
+        pending = []
+        let resolved = PolicySet(segments: segments)
         // Lint only a clean load: a flow dropped for an error would otherwise show up again as an
         // unused service or a missing cover, which only buries the real error.
         if !diagnostics.contains(where: { $0.severity == .error }) {
@@ -234,7 +235,9 @@ public enum PolicyLoader {
             }
             for e in lm.mapping.entries where labels[e.key.value] == nil {
                 let key = e.key.value
-                if key.isEmpty || key.contains(where: { $0.isWhitespace || $0 == "=" || $0.asciiValue.map { $0 < 32 } == true }) {
+                // Docker label keys are free-form, but whitespace, '=' and control characters cannot be
+                // written in `docker run --label` and always mean a typo.
+                if key.isEmpty || key.utf8.contains(where: { $0 <= 32 || $0 == UInt8(ascii: "=") || $0 == 127 }) || key.contains(where: \.isWhitespace) {
                     sink.error(.invalidSelector, "label key '\(key)' is not a Docker label key (no spaces, '=' or control characters)", at: e.key.mark)
                     continue
                 }
@@ -318,7 +321,7 @@ public enum PolicyLoader {
 
     // MARK: - Cross references
 
-    static func resolve(_ p: PendingFlow, in segment: Segment, policies: PolicySet, diagnostics: inout [Diagnostic]) -> Flow? {
+    static func resolve(_ p: PendingFlow, in segment: Segment, segments: [String: Segment], diagnostics: inout [Diagnostic]) -> Flow? {
         func one(_ raw: RawEndpoint, _ location: FilePosition) -> LocatedEndpoint? {
             func unknown(_ seg: Segment, _ name: String, qualified: Bool) -> LocatedEndpoint? {
                 var message = "segment '\(seg.name)' has no service '\(name)'"
@@ -335,9 +338,9 @@ public enum PolicyLoader {
                 guard segment.services.contains(where: { $0.name == name }) else { return unknown(segment, name, qualified: false) }
                 return LocatedEndpoint(endpoint: .service(ServiceRef(segment: segment.name, name: name)), location: location)
             case .qualified(let segName, let name):
-                guard let other = policies.segment(named: segName) else {
+                guard let other = segments[segName] else {
                     var message = "no segment '\(segName)' is defined in the policy files"
-                    if let guess = Spelling.closest(to: segName, among: policies.segments.map(\.name)) { message += " (did you mean '\(guess)/\(name)'?)" }
+                    if let guess = Spelling.closest(to: segName, among: segments.keys.sorted()) { message += " (did you mean '\(guess)/\(name)'?)" }
                     diagnostics.append(Diagnostic(.error, .unknownSegment, message, file: location.file, at: location.mark))
                     return nil
                 }

@@ -29,14 +29,14 @@ public enum PortSpec: Sendable, Hashable, Comparable, CustomStringConvertible {
     public static func parse(_ text: String) throws(ParseError) -> PortSpec {
         if text == "icmp" { return .icmp }
         if text == "any" { return .any }
-        if !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "-") }) { throw .bareNumber(text) }
+        if !text.isEmpty, text.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || $0 == 45 }) { throw .bareNumber(text) }
         let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, parts[0] == "tcp" || parts[0] == "udp" else { throw .malformed(text) }
         let bounds = parts[1].split(separator: "-", omittingEmptySubsequences: false)
         guard bounds.count == 1 || bounds.count == 2 else { throw .malformed(text) }
         var numbers: [Int] = []
         for b in bounds {
-            guard !b.isEmpty, b.count <= 6, b.allSatisfy({ $0.isASCII && $0.isNumber }), let n = Int(b) else { throw .malformed(text) }
+            guard !b.isEmpty, b.utf8.count <= 6, b.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), let n = Int(b) else { throw .malformed(text) }
             guard (1...65535).contains(n) else { throw .outOfRange(text) }
             numbers.append(n)
         }
