@@ -1,6 +1,7 @@
 import BulkheadInventory
 import BulkheadPolicy
 import BulkheadYAML
+import Foundation
 import Testing
 
 /// One test per diagnostic code: the code, its line and its column.
@@ -139,7 +140,7 @@ import Testing
 
     @Test func yamlAlias() {
         let r = load(base.replacingOccurrences(of: "labels: {app: api}", with: "labels: &l {app: api}") + "  - from: api\n    to: frontend\n    ports: *p\n")
-        let anchors = r.diagnostics.filter { $0.code == .yamlAlias }
+        let anchors = r.diagnostics.filter { $0.code == .yamlAlias }  // code "yaml-alias"
         #expect(anchors.count == 2)
         #expect(anchors.first?.line == 7 && anchors.first?.column == 13)
         #expect(anchors.last?.line == 17 && anchors.last?.column == 12)
@@ -349,4 +350,21 @@ import Testing
         expectOne(d, .invalidAddress, at: 7, 26, containing: "IPv4")
         expectOne(d, .duplicateContainer, at: 8, 5)
     }
+}
+
+/// Guards the rule that every code has a test: each `DiagnosticCode` case must be asserted somewhere
+/// in the test sources (as `.caseName` in Swift or `error[code]`/`"code"` in the CLI tests).
+@Test func everyDiagnosticCodeIsTested() throws {
+    let fm = FileManager.default
+    var text = ""
+    for dir in ["Tests/BulkheadPolicyTests", "Tests/BulkheadCLITests"] {
+        for name in try fm.contentsOfDirectory(atPath: repositoryRoot + "/" + dir) where name.hasSuffix(".swift") {
+            text += try String(contentsOfFile: repositoryRoot + "/" + dir + "/" + name, encoding: .utf8)
+        }
+    }
+    let untested = DiagnosticCode.allCases.filter { code in
+        let caseName = "\(code)"
+        return !text.contains(", .\(caseName),") && !text.contains("[\(code.rawValue)]") && !text.contains("\"\(code.rawValue)\"")
+    }
+    #expect(untested.isEmpty, "codes without a test: \(untested.map(\.rawValue))")
 }
