@@ -27,7 +27,7 @@
 /// | `.vmap(fields: [f], map: .named("m"))` | `f vmap @m` | load f; `lookup … dreg 0` |
 /// | `.match(Match(.ctState, .value(.ctState(s))))` | `ct state established,related` | `ct load state`; `bitwise & s ^ 0`; `cmp neq 0` |
 /// | `… negated: true` with one state | `ct state != established` | `ct load state`; `cmp neq s` |
-/// | `… negated: true` with several states | `ct state != established,related` | `ct`; `bitwise & s`; `cmp eq 0` |
+/// | `… negated: true` with several states | rejected: nft 1.0.6 makes it `cmp neq a\|b` (always true); use `!= { a, b }` | – |
 /// | `.match(Match(.iifname, .value(.ifname("eth0"))))` | `iifname "eth0"` | `meta load iifname`; `cmp eq` 16 bytes NUL padded |
 /// | `.ifname("veth*")` | `iifname "veth*"` | `cmp` of the prefix bytes only (length 4 for `veth`) |
 /// | `.counter(packets:bytes:)` | `counter packets 0 bytes 0` | `counter` |

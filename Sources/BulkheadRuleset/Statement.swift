@@ -124,8 +124,10 @@ public enum Reject: Hashable, Sendable, Codable {
     /// (type 2 code 1), icmp port-unreachable in ip (type 0 code 3), icmpv6 port-unreachable in
     /// ip6 (type 0 code 4).
     case `default`
-    /// `reject with tcp reset` (type 1). The rule must already have established tcp, by
-    /// `meta l4proto tcp` or a `tcp dport` match, as nft itself requires it.
+    /// `reject with tcp reset` (type 1). In inet and bridge tables the rule must already have
+    /// established tcp (`meta l4proto tcp` or a `tcp dport` match), which nft lists. In ip and
+    /// ip6 tables nft hides a `meta l4proto tcp` right before it, so the model leaves it out and
+    /// the encoder emits `meta load l4proto; cmp eq 6` unless a tcp match came earlier.
     case tcpReset
     /// `reject with icmp CODE` (type 0); in inet implies `meta nfproto ipv4`.
     case icmp(UInt8)

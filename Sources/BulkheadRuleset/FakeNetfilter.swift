@@ -1,0 +1,76 @@
+import Synchronization
+
+/// An in-memory `NetfilterBackend` that validates like the kernel (see `TableState`), commits
+/// atomically, assigns rule handles and counts generations. For unit tests of everything above
+/// the netlink layer.
+@available(macOS 15.0, *)
+public final class FakeNetfilter: NetfilterBackend {
+    private struct Store {
+        var tables: [TableID: Table] = [:]
+        var generation: UInt32 = 1
+        var nextHandle: UInt64 = 1
+        var commits: [Transaction] = []
+    }
+
+    private let store: Mutex<Store>
+
+    /// Starts with `tables` already present (handles are assigned to their rules).
+    public init(tables: [Table] = []) {
+        var s = Store()
+        for var t in tables {
+            for i in t.rules.indices {
+                t.rules[i].handle = s.nextHandle
+                s.nextHandle += 1
+            }
+            s.tables[t.id] = t
+        }
+        store = Mutex(s)
+    }
+
+    public func dump(table: TableID) throws -> Table? {
+        store.withLock { $0.tables[table] }
+    }
+
+    public func generation() throws -> UInt32 {
+        store.withLock { $0.generation }
+    }
+
+    /// Every transaction committed so far, oldest first.
+    public var commits: [Transaction] {
+        store.withLock { $0.commits }
+    }
+
+    @discardableResult
+    public func apply(_ tx: Transaction, expectedGeneration: UInt32?) throws -> UInt32 {
+        try store.withLock { s throws(RulesetError) -> UInt32 in
+            if let expected = expectedGeneration, expected != s.generation {
+                throw .staleGeneration(expected: expected, actual: s.generation)
+            }
+            var state = TableState(id: tx.table, table: s.tables[tx.table], nextHandle: s.nextHandle)
+            for (i, op) in tx.operations.enumerated() {
+                do throws(RulesetError) {
+                    try state.apply(op)
+                } catch {
+                    throw .operationFailed(index: i, operation: NFTScript.command(op, table: tx.table), error: error)
+                }
+            }
+            s.tables[tx.table] = state.table
+            s.nextHandle = state.nextHandle ?? s.nextHandle
+            if !tx.isEmpty {
+                s.generation &+= 1
+                s.commits.append(tx)
+            }
+            return s.generation
+        }
+    }
+
+    /// Changes a table behind Bulkhead's back, as another program would (bumps the generation).
+    public func tamper(_ id: TableID, _ change: (inout Table?) -> Void) {
+        store.withLock { s in
+            var t = s.tables[id]
+            change(&t)
+            s.tables[id] = t
+            s.generation &+= 1
+        }
+    }
+}

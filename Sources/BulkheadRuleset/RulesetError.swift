@@ -1,0 +1,71 @@
+/// Everything that can be wrong with a ruleset change, worded for the person reading `plan` or
+/// `apply` output. The fake backend raises the same errors the kernel would (as errno) so tests
+/// can assert on them; the netlink backend maps kernel errors onto `kernel(...)`.
+public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConvertible {
+    case invalidName(kind: String, name: String, reason: String)
+    case wrongTable(expected: TableID, got: TableID)
+    case tableExists(TableID)
+    case noSuchTable(TableID)
+    case chainExists(String)
+    case noSuchChain(String)
+    case chainConflict(String, reason: String)
+    case setExists(String)
+    case noSuchSet(String)
+    case setConflict(String, reason: String)
+    case jumpToMissingChain(from: String, to: String)
+    case jumpToBaseChain(from: String, to: String)
+    case jumpLoop(chain: String, target: String)
+    case lookupInMissingSet(chain: String, set: String)
+    case lookupMismatch(chain: String, set: String, reason: String)
+    case chainInUse(String, by: [String])
+    case setInUse(String, by: [String])
+    case keyMismatch(set: String, element: String, reason: String)
+    case dataMismatch(set: String, element: String, reason: String)
+    case intervalOverlap(set: String, element: String, existing: String)
+    case elementExists(set: String, element: String)
+    case noSuchElement(set: String, element: String)
+    case noSuchRule(chain: String, handle: UInt64)
+    case ruleWithoutHandle(chain: String)
+    case invalidRule(chain: String, rule: String, reason: String)
+    case unsupported(String)
+    case staleGeneration(expected: UInt32, actual: UInt32)
+    /// Operation `index` (0-based) of a transaction failed; nothing was changed.
+    case operationFailed(index: Int, operation: String, error: RulesetError)
+    /// An error from the kernel that has no better mapping (errno and extended-ack text).
+    case kernel(errno: Int32, message: String)
+
+    public var description: String {
+        switch self {
+        case .invalidName(let kind, let name, let reason): "invalid \(kind) name '\(name)': \(reason)"
+        case .wrongTable(let e, let g): "operation is for table \(g) but the transaction is for table \(e)"
+        case .tableExists(let t): "table \(t) already exists"
+        case .noSuchTable(let t): "table \(t) does not exist"
+        case .chainExists(let c): "chain '\(c)' already exists"
+        case .noSuchChain(let c): "chain '\(c)' does not exist"
+        case .chainConflict(let c, let r): "chain '\(c)' already exists with a different definition: \(r)"
+        case .setExists(let s): "set '\(s)' already exists"
+        case .noSuchSet(let s): "set '\(s)' does not exist"
+        case .setConflict(let s, let r): "set '\(s)' already exists with a different definition: \(r)"
+        case .jumpToMissingChain(let f, let t): "chain '\(f)' jumps to missing chain '\(t)'"
+        case .jumpToBaseChain(let f, let t): "chain '\(f)' jumps to base chain '\(t)'; only regular chains can be jump targets"
+        case .jumpLoop(let c, let t): "jump from chain '\(c)' to '\(t)' would create a loop"
+        case .lookupInMissingSet(let c, let s): "a rule in chain '\(c)' looks up missing set '\(s)'"
+        case .lookupMismatch(let c, let s, let r): "a rule in chain '\(c)' cannot look up '\(s)': \(r)"
+        case .chainInUse(let c, let by): "chain '\(c)' is still referenced by \(by.joined(separator: ", "))"
+        case .setInUse(let s, let by): "set '\(s)' is still used by rules in \(by.map { "chain '\($0)'" }.joined(separator: ", "))"
+        case .keyMismatch(let s, let e, let r): "element '\(e)' does not fit set '\(s)': \(r)"
+        case .dataMismatch(let s, let e, let r): "element '\(e)' of '\(s)': \(r)"
+        case .intervalOverlap(let s, let e, let x): "element '\(e)' overlaps '\(x)' in interval set '\(s)'"
+        case .elementExists(let s, let e): "element '\(e)' already exists in '\(s)'"
+        case .noSuchElement(let s, let e): "element '\(e)' is not in '\(s)'"
+        case .noSuchRule(let c, let h): "chain '\(c)' has no rule with handle \(h)"
+        case .ruleWithoutHandle(let c): "cannot delete a rule in chain '\(c)' without its handle"
+        case .invalidRule(let c, let r, let reason): "invalid rule in chain '\(c)' (\(r)): \(reason)"
+        case .unsupported(let what): "unsupported: \(what)"
+        case .staleGeneration(let e, let a):
+            "the ruleset changed since it was read (generation \(a), expected \(e)); read it again and retry"
+        case .operationFailed(let i, let op, let err): "operation \(i + 1) (\(op)) failed: \(err)"
+        case .kernel(let errno, let message): "kernel error \(errno): \(message)"
+        }
+    }
+}
