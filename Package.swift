@@ -29,6 +29,7 @@ let package = Package(
         .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
         .target(name: "BulkheadRuleset"),
+        .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
         .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
             name: "bulkhead",
@@ -45,5 +46,6 @@ let package = Package(
         .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset"]),
         .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset"]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead"]),
+        .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

@@ -1,0 +1,2 @@
+/// Test hosts in network namespaces and traffic probes (see Lab.swift).
+public enum BulkheadLabModule {}

@@ -1,0 +1,3 @@
+import Testing
+import BulkheadLab
+@Test func labModuleLinks() {}
