@@ -14,9 +14,10 @@
 /// The transaction is built with validation against `live`, so an inconsistent desired table
 /// (a rule jumping to a chain it does not define, say) throws here instead of at apply time.
 public enum Diff {
-    public static func between(desired: Table?, live: Table?) throws(RulesetError) -> Transaction {
-        guard let id = desired?.id ?? live?.id else {
-            throw .unsupported("a diff needs at least one table")
+    /// - Parameter table: the table's identity, needed only when both sides may be nil.
+    public static func between(desired: Table?, live: Table?, table: TableID? = nil) throws(RulesetError) -> Transaction {
+        guard let id = desired?.id ?? live?.id ?? table else {
+            throw .unsupported("a diff of two absent tables needs the table's identity")
         }
         if let d = desired, let l = live, d.id != l.id { throw .wrongTable(expected: l.id, got: d.id) }
         var tx = Transaction(table: id, current: live)

@@ -43,7 +43,9 @@ public enum NFTScript {
             }
             return "add rule \(table) \(r.chain) \(NFTText.rule(r))"
         case .elements(let set, let els):
-            return "\(verb) element \(table) \(set) \(NFTText.elementList(els, perLine: nil))"
+            // Sorted like nft lists them, so a plan never depends on the order elements were queued.
+            let key = KeyType(els.first?.key.map(\.dataType) ?? [])
+            return "\(verb) element \(table) \(set) \(NFTText.elementList(ElementOrder.sorted(els, key: key), perLine: nil))"
         }
     }
 }

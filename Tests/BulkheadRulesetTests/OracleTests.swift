@@ -50,6 +50,31 @@ struct OracleTests {
         try expectRoundTrip(ip6)
     }
 
+    /// The diff's script, run by nft on top of the live table, yields exactly the desired table.
+    @Test func diffScriptsConvergeInNft() throws {
+        let live = architectureTable()
+        var desired = live
+        desired.chains = desired.chains.filter { $0.name != "in_shop_api" } + [Chain(name: "in_shop_db")]
+        desired.sets = desired.sets.filter { $0.name != "svc_shop_frontend_v4" }
+            + [NFTSet(name: "svc_shop_api_v4", key: KeyType(.ipv4Addr), elements: [SetElement(.ipv4(v4("172.18.0.4")))])]
+        desired.sets[0].setElements([SetElement(.ipv4(v4("172.18.0.5")), .verdict(.jump("in_shop_db")))])
+        desired.sets[2].setElements([SetElement(key: [.prefix(v4("172.19.0.0"), 16)]), SetElement(key: [.prefix(v4("172.18.0.0"), 16)])])
+        desired.rules = desired.rules.filter { $0.chain != "in_shop_api" } + [
+            Rule(chain: "in_shop_db", [.match(Match(.ipSaddr, .set("svc_shop_api_v4"))), .match(Match(.tcpDport, .value(.port(5432)))), .verdict(.accept)], comment: "policies/db.yaml:3"),
+            Rule(chain: "in_shop_db", [.counter(), .verdict(.drop)]),
+        ]
+        desired.chains[0].base?.policy = .drop
+        desired.rules[0] = Rule(chain: "forward", [.match(Match(.ctState, .value(.ctState([.established, .related])))), .counter(), .verdict(.accept)])
+        let create = try Diff.between(desired: live, live: nil)
+        let change = try Diff.between(desired: desired, live: live)
+        let listed = try Oracle.withNamespace { ns in
+            try Oracle.load(create.description, in: ns)
+            try Oracle.load(change.description, in: ns)
+            return try Oracle.list("inet bulkhead", in: ns)
+        }
+        #expect(listed == NFTText.table(desired), "--- nft\n\(listed)--- ours\n\(NFTText.table(desired))--- script\n\(change)")
+    }
+
     @Test func emptyAndDormantTables() throws {
         try expectRoundTrip(Table(family: .inet, name: "empty"))
         try expectRoundTrip(Table(family: .inet, name: "dormant", flags: .dormant))
