@@ -68,7 +68,7 @@ public enum ChainPriority {
     public static let srcnat: Int32 = 100
 
     /// nft `prio2str`: the first standard priority (raw, mangle, dstnat, filter, security, srcnat;
-    /// for bridge: dstnat -300, filter -200, out 100, srcnat 300) usable at this hook whose
+    /// for bridge: dstnat -300, filter -200, out 100, srcnat 300, also checked) usable at this hook whose
     /// distance is at most 10 gives `name`, `name + n` or `name - n`; otherwise the number.
     /// dstnat only counts at prerouting and srcnat only at postrouting (checked with nft 1.0.6:
     /// `priority dstnat` on input is rejected, `-160` prints `mangle - 10`, `11` prints `11`).

@@ -65,6 +65,12 @@ import Testing
         #expect(ChainPriority.text(-100, family: .inet, hook: .input) == "-100")
         #expect(ChainPriority.text(-100, family: .inet, hook: .prerouting) == "dstnat")
         #expect(ChainPriority.text(40, family: .ip, hook: .input) == "security - 10")
+        // Bridge names, as nft 1.0.6 printed them for the same priorities.
+        #expect(ChainPriority.text(-300, family: .bridge, hook: .prerouting) == "dstnat")
+        #expect(ChainPriority.text(-195, family: .bridge, hook: .forward) == "filter + 5")
+        #expect(ChainPriority.text(100, family: .bridge, hook: .output) == "out")
+        #expect(ChainPriority.text(300, family: .bridge, hook: .postrouting) == "srcnat")
+        #expect(ChainPriority.text(0, family: .bridge, hook: .input) == "0")
     }
 
     @Test func concatKeyTypeIsPackedLikeNft() {
