@@ -29,6 +29,7 @@ let package = Package(
         .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
         .target(name: "BulkheadRuleset"),
+        .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset"]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
         .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
@@ -39,6 +40,8 @@ let package = Package(
             ]
         ),
 
+        // Shared by the kernel tests: commands, throwaway network namespaces, the root check.
+        .target(name: "BulkheadTestSupport", path: "Tests/Support"),
         // Benchmarks driven by scripts/bench.sh; never run as a test.
         .executableTarget(name: "bulkhead-bench", dependencies: ["BulkheadRuleset", "BulkheadNetfilter"]),
 
@@ -46,6 +49,7 @@ let package = Package(
         .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset"]),
         .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset"]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead"]),
+        .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

@@ -1,0 +1,335 @@
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+
+/// Policies + inventory → the desired `inet bulkhead` table.
+///
+/// Dataplane shape (every v4 structure has a v6 twin):
+///
+/// ```
+/// forward (hook forward, priority filter - 10):
+///   ct state established,related accept          replies to allowed connections
+///   icmpv6 router advert/redirect drop            containers may not act as routers
+///   icmpv6 neighbour discovery / MLD accept       so governed containers keep resolving each other
+///   ip saddr @governed ip saddr != @managed drop  unclassified source: fail closed
+///   ip daddr @governed ip daddr != @managed drop  unclassified destination: fail closed
+///   ip daddr vmap @ingress                        managed destination → jump in_<identity>
+///   ip saddr vmap @egress                         managed source, ungoverned destination → jump out_<identity>
+/// input  (hook input):  lo, established, ND; ip saddr vmap @to_host;  unclassified → drop
+/// output (hook output): lo, established, ND; ip daddr vmap @from_host; unclassified → drop
+/// in_<identity>:  one rule per (flow, source, protocol) naming the flow's file:line, then drop
+/// ```
+///
+/// Container churn changes only set and map elements (addresses in `svc_*`, `managed`, the four
+/// maps); chains depend only on policies and on which identities (service combinations) exist.
+/// Per packet, a new connection costs two hash lookups plus the rules of one identity's chain.
+public enum Compiler {
+    public struct Options: Sendable, Hashable {
+        /// nflog group that `mode: audit` logs would-be denials to.
+        public var auditLogGroup: UInt16 = 1
+        /// Priority of our base chains: before Docker's and firewalld's `filter` chains, so our
+        /// drop is final whatever they accept.
+        public var priority: Int32 = ChainPriority.filter - 10
+        public var tableFlags: TableFlags = []
+
+        public init() {}
+    }
+
+    public struct Output: Sendable {
+        public var table: Table
+        /// Every identity that has chains, sorted.
+        public var identities: [Identity]
+        /// Rule comment (`file:line`) → the flow it enforces.
+        public var flowsByReference: [String: Flow]
+    }
+
+    public static func compile(_ policies: PolicySet, _ inventory: Inventory, options: Options = Options()) -> Output {
+        var builder = Builder(policies: policies, inventory: inventory, options: options)
+        return builder.build()
+    }
+}
+
+private struct Builder {
+    let policies: PolicySet
+    let inventory: Inventory
+    let options: Compiler.Options
+    let evaluator: Evaluator
+    let flows: [Flow]
+    let modes: [String: Segment.Mode]
+
+    init(policies: PolicySet, inventory: Inventory, options: Compiler.Options) {
+        self.policies = policies
+        self.inventory = inventory
+        self.options = options
+        evaluator = Evaluator(policies: policies, inventory: inventory)
+        flows = policies.flows
+        modes = Dictionary(policies.segments.map { ($0.name, $0.mode) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    typealias Family = Names.Family
+
+    mutating func build() -> Compiler.Output {
+        // Identities: every single service (so a first container of a service changes elements
+        // only), plus every combination that some container really has.
+        var identities = Set(policies.services.map { Identity([$0.ref]) })
+        var containerIdentity: [String: Identity] = [:]
+        for c in inventory.containers {
+            let services = evaluator.membership[c.name] ?? []
+            guard !services.isEmpty else { continue }
+            let id = Identity(services)
+            containerIdentity[c.name] = id
+            identities.insert(id)
+        }
+        let sortedIdentities = identities.sorted()
+
+        var sets: [NFTSet] = []
+        var chains: [Chain] = []
+        var rules: [Rule] = []
+
+        let managedContainers = inventory.containers.filter { containerIdentity[$0.name] != nil }
+        for f in Family.allCases {
+            let addrType: DataType = f == .v4 ? .ipv4Addr : .ipv6Addr
+            let governed = mergedPrefixes(evaluator.governedSubnets.filter { ($0.isIPv4) == (f == .v4) })
+            sets.append(NFTSet(name: Names.governed(f), key: KeyType(addrType), flags: .interval,
+                               elements: governed.map { SetElement(key: [keyPart($0)]) }))
+            var managed: [SetElement] = []
+            var maps: [(String, (Identity) -> String)] = [
+                (Names.ingressMap(f), Names.ingressChain), (Names.egressMap(f), Names.egressChain),
+                (Names.fromHostMap(f), Names.fromHostChain), (Names.toHostMap(f), Names.toHostChain),
+            ]
+            var mapElements: [[SetElement]] = Array(repeating: [], count: maps.count)
+            for c in managedContainers {
+                guard let id = containerIdentity[c.name] else { continue }
+                for a in c.addresses where a.isIPv4 == (f == .v4) {
+                    let v = value(a)
+                    managed.append(SetElement(v))
+                    for (i, (_, chain)) in maps.enumerated() {
+                        mapElements[i].append(SetElement(v, .verdict(.jump(chain(id)))))
+                    }
+                }
+            }
+            sets.append(NFTSet(name: Names.managed(f), key: KeyType(addrType), elements: managed))
+            for service in policies.services {
+                let members = managedContainers.filter { containerIdentity[$0.name]?.services.contains(service.ref) == true }
+                let elements = members.flatMap { $0.addresses.filter { $0.isIPv4 == (f == .v4) } }.map { SetElement(value($0)) }
+                sets.append(NFTSet(name: Names.service(service.ref.segment, service.ref.name, f), key: KeyType(addrType), elements: elements))
+            }
+            for (i, (name, _)) in maps.enumerated() {
+                sets.append(NFTSet(name: name, key: KeyType(addrType), data: .verdict, elements: mapElements[i]))
+            }
+            maps.removeAll()
+        }
+
+        // Base chains.
+        func base(_ name: String, _ hook: Hook) -> Chain {
+            Chain(name: name, base: BaseChain(type: .filter, hook: hook, priority: options.priority, policy: .accept))
+        }
+        chains += [base(Names.forward, .forward), base(Names.input, .input), base(Names.output, .output)]
+        rules += forwardRules() + hostRules(input: true) + hostRules(input: false)
+
+        // Identity chains.
+        var byReference: [String: Flow] = [:]
+        for f in flows { byReference[f.reference] = f }
+        for id in sortedIdentities {
+            chains += [Chain(name: Names.ingressChain(id)), Chain(name: Names.egressChain(id)),
+                       Chain(name: Names.fromHostChain(id)), Chain(name: Names.toHostChain(id))]
+            rules += identityRules(id)
+        }
+        var table = Table(family: .inet, name: Names.table, flags: options.tableFlags)
+        table.sets = sets
+        table.chains = chains
+        table.rules = rules
+        return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference)
+    }
+
+    // MARK: - Base chains
+
+    func ctEstablished(_ chain: String) -> Rule {
+        Rule(chain: chain, [.match(Match(.ctState, .value(.ctState([.established, .related])))), .verdict(.accept)])
+    }
+
+    /// Neighbour discovery and multicast listener messages: link plumbing that must keep working
+    /// between governed containers (bridge netfilter passes bridged ICMPv6 through these hooks).
+    func neighbourDiscovery(_ chain: String) -> Rule {
+        let types: [UInt8] = [130, 131, 132, 133, 135, 136, 143]  // MLD query/report/done, RS, NS, NA, MLDv2 report
+        return Rule(chain: chain, [.match(Match(.icmpv6Type, .anonymousSet(types.map { SetElement(.icmpv6Type($0)) }))), .verdict(.accept)])
+    }
+
+    func forwardRules() -> [Rule] {
+        let c = Names.forward
+        var r = [ctEstablished(c)]
+        // Router advertisements and redirects forwarded between bridge ports come from containers.
+        r.append(Rule(chain: c, [.match(Match(.icmpv6Type, .anonymousSet([SetElement(.icmpv6Type(134)), SetElement(.icmpv6Type(137))]))),
+                                 .counter(), .verdict(.drop)], comment: "containers may not send router advertisements"))
+        r.append(neighbourDiscovery(c))
+        for f in Family.allCases {
+            let (saddr, daddr) = fields(f)
+            r.append(Rule(chain: c, [.match(Match(saddr, .set(Names.governed(f)))), .match(Match(saddr, negated: true, .set(Names.managed(f)))),
+                                     .counter(), .verdict(.drop)], comment: "unclassified source on a governed network"))
+            r.append(Rule(chain: c, [.match(Match(daddr, .set(Names.governed(f)))), .match(Match(daddr, negated: true, .set(Names.managed(f)))),
+                                     .counter(), .verdict(.drop)], comment: "unclassified destination on a governed network"))
+        }
+        for f in Family.allCases {
+            r.append(Rule(chain: c, [.vmap(fields: [fields(f).daddr], map: .named(Names.ingressMap(f)))]))
+        }
+        for f in Family.allCases {
+            r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(Names.egressMap(f)))]))
+        }
+        return r
+    }
+
+    func hostRules(input: Bool) -> [Rule] {
+        let c = input ? Names.input : Names.output
+        var r: [Rule] = [Rule(chain: c, [.match(Match(input ? .iifname : .oifname, .value(.ifname("lo")))), .verdict(.accept)])]
+        r.append(ctEstablished(c))
+        r.append(neighbourDiscovery(c))
+        for f in Family.allCases {
+            let field = input ? fields(f).saddr : fields(f).daddr
+            r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(input ? Names.toHostMap(f) : Names.fromHostMap(f)))]))
+            r.append(Rule(chain: c, [.match(Match(field, .set(Names.governed(f)))), .counter(), .verdict(.drop)],
+                          comment: input ? "unclassified source on a governed network" : "unclassified destination on a governed network"))
+        }
+        return r
+    }
+
+    // MARK: - Identity chains
+
+    func identityRules(_ id: Identity) -> [Rule] {
+        let members = Set(id.services)
+        var rules: [Rule] = []
+        let inChain = Names.ingressChain(id), outChain = Names.egressChain(id)
+        let fromHost = Names.fromHostChain(id), toHost = Names.toHostChain(id)
+        for flow in flows {
+            let toMember = flow.to.contains { $0.endpoint.serviceRef.map(members.contains) == true }
+            let fromMember = flow.from.contains { $0.endpoint.serviceRef.map(members.contains) == true }
+            if toMember {
+                for source in flow.from {
+                    switch source.endpoint {
+                    case .service(let ref):
+                        for f in Family.allCases {
+                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(Names.service(ref.segment, ref.name, f))))])
+                        }
+                    case .world:
+                        for f in Family.allCases {
+                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, negated: true, .set(Names.managed(f))))])
+                        }
+                    case .cidr(let net):
+                        let f: Family = net.isIPv4 ? .v4 : .v6
+                        rules += allow(inChain, flow, f, [prefixMatch(fields(f).saddr, net),
+                                                          .match(Match(fields(f).saddr, negated: true, .set(Names.managed(f))))])
+                    case .host:
+                        for f in Family.allCases { rules += allow(fromHost, flow, f, []) }
+                    }
+                }
+            }
+            if fromMember {
+                for target in flow.to {
+                    switch target.endpoint {
+                    case .service:
+                        continue  // decided by the destination's ingress chain
+                    case .world:
+                        for f in Family.allCases { rules += allow(outChain, flow, f, []) }
+                    case .cidr(let net):
+                        let f: Family = net.isIPv4 ? .v4 : .v6
+                        rules += allow(outChain, flow, f, [prefixMatch(fields(f).daddr, net)])
+                    case .host:
+                        for f in Family.allCases { rules += allow(toHost, flow, f, []) }
+                    }
+                }
+            }
+        }
+        for chain in [inChain, outChain, fromHost, toHost] {
+            rules.append(denial(chain, id))
+        }
+        return rules
+    }
+
+    /// One accept rule per protocol of the flow's ports, with the flow's `file:line` and a counter.
+    func allow(_ chain: String, _ flow: Flow, _ f: Family, _ match: [Statement]) -> [Rule] {
+        let ports = flow.portSet
+        var protocolMatches: [[Statement]] = []
+        if ports.otherProtocols {
+            // `any`: every protocol; the family is implied by the address match, or stated here.
+            protocolMatches.append(match.isEmpty ? [.match(Match(.metaNfproto, .value(.nfProto(f == .v4 ? NFProto.ipv4 : NFProto.ipv6))))] : [])
+        } else {
+            if !ports.tcp.isEmpty { protocolMatches.append([portMatch(.tcpDport, ports.tcp)]) }
+            if !ports.udp.isEmpty { protocolMatches.append([portMatch(.udpDport, ports.udp)]) }
+            if ports.icmp {
+                // `meta l4proto icmp` / `ipv6-icmp` already tell the families apart.
+                protocolMatches.append([.match(Match(.metaL4proto, .value(.proto(f == .v4 ? IPProto.icmp : IPProto.icmpv6))))])
+            }
+        }
+        return protocolMatches.map { p in
+            var statements = match
+            // Port matches on their own say nothing of the family; pin it so v4 and v6 rules differ.
+            if match.isEmpty, p.first.map(isPortMatch) == true {
+                statements.append(.match(Match(.metaNfproto, .value(.nfProto(f == .v4 ? NFProto.ipv4 : NFProto.ipv6)))))
+            }
+            return Rule(chain: chain, statements + p + [.counter(), .verdict(.accept)], comment: flow.reference)
+        }
+    }
+
+    func isPortMatch(_ s: Statement) -> Bool {
+        if case .match(let m) = s, m.fields == [.tcpDport] || m.fields == [.udpDport] { return true }
+        return false
+    }
+
+    func portMatch(_ field: Field, _ ranges: [ClosedRange<Int>]) -> Statement {
+        if ranges.count == 1, let r = ranges.first {
+            if r.lowerBound == r.upperBound { return .match(Match(field, .value(.port(UInt16(r.lowerBound))))) }
+            return .match(Match(field, .range(.port(UInt16(r.lowerBound)), .port(UInt16(r.upperBound)))))
+        }
+        return .match(Match(field, .anonymousSet(ranges.map {
+            SetElement(key: [KeyPart.between(.port(UInt16($0.lowerBound)), .port(UInt16($0.upperBound)))])
+        })))
+    }
+
+    /// The end of every identity chain: drop and count, or in audit mode log, count and accept.
+    func denial(_ chain: String, _ id: Identity) -> Rule {
+        let segments = Array(Set(id.services.map(\.segment))).sorted()
+        let audit = segments.allSatisfy { modes[$0] == .audit }
+        if audit {
+            let prefix = "bulkhead audit \(segments.joined(separator: ",")): "
+            return Rule(chain: chain, [.counter(), .log(Log(prefix: prefix, group: options.auditLogGroup)), .verdict(.accept)],
+                        comment: "\(id) would deny")
+        }
+        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: "\(id) denies")
+    }
+
+    // MARK: - Values
+
+    func fields(_ f: Family) -> (saddr: Field, daddr: Field) {
+        f == .v4 ? (.ipSaddr, .ipDaddr) : (.ip6Saddr, .ip6Daddr)
+    }
+
+    func value(_ a: IPAddress) -> Value {
+        switch a {
+        case .v4(let v): return .ipv4(IPv4Address(v))
+        case .v6(let v): return .ipv6(IPv6Address(high: UInt64(truncatingIfNeeded: v >> 64), low: UInt64(truncatingIfNeeded: v)))
+        }
+    }
+
+    func keyPart(_ n: IPNetwork) -> KeyPart {
+        switch value(n.network) {
+        case .ipv4(let a): return KeyPart.prefix(a, n.prefixLength)
+        case .ipv6(let a): return KeyPart.prefix(a, n.prefixLength)
+        default: return .value(value(n.network))
+        }
+    }
+
+    func prefixMatch(_ field: Field, _ n: IPNetwork) -> Statement {
+        if n.prefixLength == n.address.bitWidth { return .match(Match(field, .value(value(n.address)))) }
+        return .match(Match(field, .prefix(value(n.network), UInt8(n.prefixLength))))
+    }
+
+    /// Interval sets reject overlapping elements: merge overlapping and adjacent prefixes.
+    func mergedPrefixes(_ nets: [IPNetwork]) -> [IPNetwork] {
+        let sorted = Set(nets.map(\.normalized)).sorted()
+        var out: [IPNetwork] = []
+        for n in sorted where !out.contains(where: { $0.contains(n) }) {
+            out.removeAll { n.contains($0) }
+            out.append(n)
+        }
+        return out
+    }
+}

@@ -1,0 +1,35 @@
+/// Names of everything Bulkhead puts in its table, in one place, so the compiler, the diff,
+/// metrics and humans reading `nft list table inet bulkhead` agree.
+public enum Names {
+    public static let table = "bulkhead"
+
+    public enum Family: String, CaseIterable, Sendable {
+        case v4, v6
+    }
+
+    /// Interval set of the subnets of governed networks.
+    public static func governed(_ f: Family) -> String { "governed_\(f.rawValue)" }
+    /// Addresses of every managed container.
+    public static func managed(_ f: Family) -> String { "managed_\(f.rawValue)" }
+    /// Addresses of the containers of one service.
+    public static func service(_ segment: String, _ name: String, _ f: Family) -> String { "svc_\(segment)_\(name)_\(f.rawValue)" }
+
+    /// Verdict maps: managed address → jump to its identity's chain of that kind.
+    public static func ingressMap(_ f: Family) -> String { "ingress_\(f.rawValue)" }
+    public static func egressMap(_ f: Family) -> String { "egress_\(f.rawValue)" }
+    public static func fromHostMap(_ f: Family) -> String { "from_host_\(f.rawValue)" }
+    public static func toHostMap(_ f: Family) -> String { "to_host_\(f.rawValue)" }
+
+    /// New connections to the identity from containers and the world (forward hook).
+    public static func ingressChain(_ id: Identity) -> String { "in_" + id.chainSuffix }
+    /// New connections from the identity to ungoverned addresses (forward hook).
+    public static func egressChain(_ id: Identity) -> String { "out_" + id.chainSuffix }
+    /// New connections from the host to the identity (output hook).
+    public static func fromHostChain(_ id: Identity) -> String { "from_host_" + id.chainSuffix }
+    /// New connections from the identity to the host (input hook).
+    public static func toHostChain(_ id: Identity) -> String { "to_host_" + id.chainSuffix }
+
+    public static let forward = "forward"
+    public static let input = "input"
+    public static let output = "output"
+}

@@ -1,0 +1,126 @@
+import BulkheadCompiler
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+import BulkheadTestSupport
+import Foundation
+import Testing
+
+func examplePolicies() throws -> PolicySet {
+    let loaded = PolicyLoader.load(paths: [TestSystem.repositoryRoot + "/policies"])
+    #expect(!loaded.hasErrors, "\(loaded.diagnostics.map(\.formatted))")
+    return loaded.policies
+}
+
+func exampleInventory() throws -> Inventory {
+    let (inventory, d) = InventoryLoader.load(path: TestSystem.repositoryRoot + "/policies/inventory.json")
+    #expect(d.isEmpty)
+    return try #require(inventory)
+}
+
+@Suite struct CompilerShape {
+    @Test func compilesExampleIntoAValidTable() throws {
+        let out = Compiler.compile(try examplePolicies(), try exampleInventory())
+        let table = out.table
+        // The fake validates like the kernel: every jump and lookup resolves.
+        let fake = FakeNetfilter()
+        try fake.apply(try Diff.between(desired: table, live: nil), expectedGeneration: nil)
+        #expect(try Diff.between(desired: table, live: try fake.dump(table: table.id)).isEmpty)
+        #expect(table.chain(named: "in_shop_api") != nil)
+        #expect(table.set(named: "svc_shop_api_v4")?.elements.count == 4)  // two replicas, two networks each
+        #expect(table.set(named: "ingress_v6")?.elements.count == 15)
+        let rules = table.rules(in: "in_shop_db")
+        #expect(rules.contains { $0.comment?.hasSuffix("policies/shop.yaml:29") == true })
+        #expect(rules.last?.comment == "shop/db denies")
+    }
+
+    @Test func everyAllowRuleNamesItsFlowAndCounts() throws {
+        let out = Compiler.compile(try examplePolicies(), try exampleInventory())
+        for rule in out.table.rules where rule.statements.last == .verdict(.accept) && rule.chain.contains("_") {
+            let comment = try #require(rule.comment)
+            #expect(out.flowsByReference[comment] != nil, "\(rule)")
+            #expect(rule.statements.contains { if case .counter = $0 { return true } else { return false } })
+        }
+    }
+
+    @Test func oneContainerAddedTouchesOnlyElements() throws {
+        let policies = try examplePolicies()
+        var inventory = try exampleInventory()
+        let before = Compiler.compile(policies, inventory).table
+        inventory.containers.append(Container(
+            name: "shop-api-3", labels: ["com.docker.compose.project": "shop", "com.docker.compose.service": "api"],
+            networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.30"), ipv6: IPAddress("fd00:20::30"))]))
+        let after = Compiler.compile(policies, inventory).table
+        let tx = try Diff.between(desired: after, live: before)
+        #expect(!tx.isEmpty)
+        for op in tx.operations {
+            guard case .elements = op.object else {
+                Issue.record("container churn produced a non-element operation: \(op)")
+                continue
+            }
+        }
+        // managed + svc + 4 maps, for v4 and v6.
+        #expect(tx.operations.count <= 12, "\(tx)")
+    }
+
+    @Test func policyChangeReplacesOnlyAffectedChains() throws {
+        let policies = try examplePolicies()
+        let inventory = try exampleInventory()
+        var changed = policies
+        let shop = try #require(changed.segments.firstIndex { $0.name == "shop" })
+        let i = try #require(changed.segments[shop].flows.firstIndex { $0.location.line == 29 })
+        changed.segments[shop].flows[i].ports = [.tcp(5432...5433)]
+        let tx = try Diff.between(desired: Compiler.compile(changed, inventory).table, live: Compiler.compile(policies, inventory).table)
+        let touched = Set(tx.operations.compactMap { op -> String? in
+            switch op.object {
+            case .chain(let c): return c.name
+            case .rule(let r): return r.chain
+            default: return nil
+            }
+        })
+        #expect(touched == ["in_shop_db"], "\(tx)")
+    }
+
+    @Test func equalInputsGiveZeroOperations() throws {
+        let a = Compiler.compile(try examplePolicies(), try exampleInventory()).table
+        let b = Compiler.compile(try examplePolicies(), try exampleInventory()).table
+        #expect(try Diff.between(desired: a, live: b).isEmpty)
+    }
+
+    @Test func containerInTwoServicesGetsItsOwnIdentity() throws {
+        var inventory = try exampleInventory()
+        let policies = try examplePolicies()
+        inventory.containers.append(Container(
+            name: "both", labels: ["com.docker.compose.project": "shop", "com.docker.compose.service": "api"],
+            networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.40"))]))
+        var p = policies
+        let shop = try #require(p.segments.firstIndex { $0.name == "shop" })
+        p.segments[shop].services.append(Service(ref: ServiceRef(segment: "shop", name: "extra"), labels: ["com.docker.compose.service": "api"],
+                                                 location: FilePosition(file: "x", mark: .start), selectorLocation: FilePosition(file: "x", mark: .start)))
+        let out = Compiler.compile(p, inventory)
+        #expect(out.identities.contains(Identity([ServiceRef(segment: "shop", name: "api"), ServiceRef(segment: "shop", name: "extra")])))
+        #expect(out.table.chain(named: "in_shop_api__shop_extra") != nil)
+    }
+
+    @Test func auditModeLogsAndAccepts() throws {
+        var policies = try examplePolicies()
+        let dns = try #require(policies.segments.firstIndex { $0.name == "dns" })
+        policies.segments[dns].mode = .audit
+        let table = Compiler.compile(policies, try exampleInventory()).table
+        let last = try #require(table.rules(in: "out_dns_resolver").last)
+        #expect(last.statements.contains(.log(Log(prefix: "bulkhead audit dns: ", group: 1))))
+        #expect(last.statements.last == .verdict(.accept))
+    }
+}
+
+/// The compiled example, loaded with `nft -f` in a throwaway namespace, lists exactly as we render it.
+@Test func compiledRulesetMatchesNftOracle() throws {
+    let table = Compiler.compile(try examplePolicies(), try exampleInventory()).table
+    let script = try Diff.between(desired: table, live: nil).description
+    let listed = try TestSystem.withNamespace(prefix: "bh-cc") { ns in
+        try TestSystem.nft(["-f", "-"], in: ns, stdin: script)
+        return try TestSystem.nft(["list", "table", "inet", "bulkhead"], in: ns)
+    }
+    let ours = NFTText.table(table)
+    #expect(listed == ours, "--- nft\n\(listed)\n--- ours\n\(ours)")
+}
