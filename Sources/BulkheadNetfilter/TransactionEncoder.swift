@@ -1,0 +1,103 @@
+import BulkheadRuleset
+
+/// Encodes a BulkheadRuleset `Transaction` into one nf_tables batch.
+///
+/// Operation *i* of the transaction becomes one or more messages (a set with elements, element
+/// lists split at 64 KiB, a rule with its anonymous sets), all mapped back to index *i*.
+struct TransactionEncoder {
+    /// Table flags this backend adds to every NEWTABLE (owner|persist where supported).
+    var ownershipFlags: TableFlags = []
+    /// Page size of the batch buffer (tests use a small one to force several pages).
+    var pageSize: UInt32 = EncodedBatch.defaultPageSize
+    /// Keep a byte copy of every message (golden tests and error hints).
+    var recordMessages = false
+
+    /// Flags that only this backend decides (the kernel rejects `persist` where unsupported).
+    static let ownershipMask: TableFlags = [.owner, .persist]
+
+    func encode(_ tx: Transaction, generation: UInt32?, seq: @escaping () -> UInt32) throws -> EncodedBatch {
+        let batch = try EncodedBatch(generation: generation, seq: seq, pageSize: pageSize, recordMessages: recordMessages)
+        let enc = MessageEncoder(table: tx.table)
+        var setID: UInt32 = 1
+        var knownSets: [String: NFTSet] = [:]
+        for s in tx.expected?.sets ?? [] { knownSets[s.name] = s.definition }
+
+        func tableFlags(_ requested: TableFlags) -> UInt32 {
+            requested.subtracting(Self.ownershipMask).union(ownershipFlags).rawValue
+        }
+
+        // Re-sending NEWTABLE with owner|persist adopts a table whose owner has gone (and fails
+        // with EPERM while another live process owns it), so an owned table is claimed by every
+        // transaction, not only the one that creates it.
+        let touchesTable = tx.operations.contains { if case .table = $0.object { return true }; return false }
+        if !ownershipFlags.isEmpty && !touchesTable && !tx.operations.isEmpty {
+            let index = batch.beginOperation("adopt table \(tx.table) (flags owner,persist)")
+            precondition(index == 0)
+            try enc.newTable(tx.expected ?? Table(family: tx.table.family, name: tx.table.name),
+                             flags: tableFlags(tx.expected?.flags ?? []), exclusive: false, into: batch, operation: index)
+        }
+        let offset = batch.operationDescriptions.count
+        batch.implicitOperations = offset
+
+        for (i, op) in tx.operations.enumerated() {
+            let index = batch.beginOperation(NFTScript.command(op, table: tx.table))
+            precondition(index == i + offset)
+            let exclusive = op.verb == .create
+            switch (op.verb, op.object) {
+            case (.add, .table(let t)), (.create, .table(let t)):
+                try enc.newTable(t, flags: tableFlags(t.flags), exclusive: exclusive, into: batch, operation: index)
+            case (.delete, .table):
+                try enc.deleteTable(into: batch, operation: index)
+            case (.flush, .table):
+                try enc.flushRules(chain: nil, into: batch, operation: index)
+
+            case (.add, .chain(let c)), (.create, .chain(let c)):
+                try enc.newChain(c, exclusive: exclusive, into: batch, operation: index)
+            case (.delete, .chain(let c)):
+                try enc.deleteChain(c.name, into: batch, operation: index)
+            case (.flush, .chain(let c)):
+                try enc.flushRules(chain: c.name, into: batch, operation: index)
+
+            case (.add, .set(let s)), (.create, .set(let s)):
+                try enc.newSet(name: s.name, key: s.key, kernelFlags: s.kernelFlags, data: s.data,
+                               timeoutMilliseconds: s.timeoutMilliseconds, setID: setID, descSize: nil,
+                               exclusive: exclusive, into: batch, operation: index)
+                setID += 1
+                knownSets[s.name] = s.definition
+                try enc.elements(s.elements, of: s, setName: s.name, setID: nil, delete: false, exclusive: false,
+                                 into: batch, operation: index)
+            case (.delete, .set(let s)):
+                try enc.deleteSet(s.name, into: batch, operation: index)
+            case (.flush, .set(let s)):
+                try enc.flushSet(s.name, into: batch, operation: index)
+
+            case (.add, .rule(let r)), (.create, .rule(let r)):
+                var lin = Linearizer(family: tx.table.family, firstSetID: setID)
+                let linearized = try lin.linearize(r)
+                setID = lin.nextSetID
+                try enc.newRule(r, linearized: linearized, into: batch, operation: index)
+            case (.delete, .rule(let r)):
+                guard let handle = r.handle else {
+                    throw RulesetError.operationFailed(index: i, operation: NFTScript.command(op, table: tx.table),
+                                                       error: .ruleWithoutHandle(chain: r.chain))
+                }
+                try enc.deleteRule(chain: r.chain, handle: handle, into: batch, operation: index)
+            case (.flush, .rule(let r)):
+                throw RulesetError.operationFailed(index: i, operation: NFTScript.command(op, table: tx.table),
+                                                   error: .unsupported("flush of a single rule (chain \(r.chain)); flush the chain"))
+
+            case (.flush, .elements(let name, _)):
+                try enc.flushSet(name, into: batch, operation: index)
+            case (let verb, .elements(let name, let elements)):
+                guard let set = knownSets[name] else {
+                    throw RulesetError.operationFailed(index: i, operation: NFTScript.command(op, table: tx.table),
+                                                       error: .noSuchSet(name))
+                }
+                try enc.elements(elements, of: set, setName: name, setID: nil, delete: verb == .delete,
+                                 exclusive: verb == .create, into: batch, operation: index)
+            }
+        }
+        try batch.end()
+        return batch
+    }
+}

@@ -1,0 +1,152 @@
+import BulkheadRuleset
+import Foundation
+import Testing
+@testable import BulkheadNetfilter
+
+/// Kernel tests: each runs in a network namespace it creates and always deletes, and never
+/// programs nftables anywhere else.
+enum Kernel {
+    static var isRoot: Bool { getuid() == 0 }
+    static var inCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+    /// Root tests run as root; in CI they also run without root, so they fail instead of skipping.
+    static var enabled: Bool { isRoot || inCI }
+
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
+    @discardableResult
+    static func run(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let outPipe = Pipe(), errPipe = Pipe(), inPipe = Pipe()
+        p.standardOutput = outPipe
+        p.standardError = errPipe
+        p.standardInput = inPipe
+        try p.run()
+        if let stdin { inPipe.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try inPipe.fileHandleForWriting.close()
+        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
+        let err = errPipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+    }
+
+    /// Creates `bh-nf-<random>`, runs `body`, deletes the namespace even when `body` throws.
+    static func withNamespace<T>(_ body: (String) throws -> T) throws -> T {
+        guard isRoot else { throw Failure(description: "kernel tests need root (ip netns needs CAP_SYS_ADMIN, nf_tables CAP_NET_ADMIN)") }
+        let ns = "bh-nf-\(UInt32.random(in: 0...UInt32.max))"
+        let add = try run(["ip", "netns", "add", ns])
+        guard add.status == 0 else { throw Failure(description: "ip netns add \(ns): \(add.err)") }
+        defer { _ = try? run(["ip", "netns", "del", ns]) }
+        return try body(ns)
+    }
+
+    /// `nft ARGS` inside `ns` (the oracle and "another process"; the product never runs nft).
+    @discardableResult
+    static func nft(_ args: [String], in ns: String, stdin: String? = nil) throws -> String {
+        let r = try run(["ip", "netns", "exec", ns, "nft"] + args, stdin: stdin)
+        guard r.status == 0 else { throw Failure(description: "nft \(args.joined(separator: " ")) failed: \(r.err)") }
+        return r.out
+    }
+}
+
+func v4(_ s: String) -> IPv4Address { IPv4Address(s)! }
+func v6(_ s: String) -> IPv6Address { IPv6Address(s)! }
+
+/// A table that uses every construct the encoder knows.
+func everyConstructTable(name: String = "bulkhead", flags: TableFlags = []) -> Table {
+    Table(
+        family: .inet, name: name, flags: flags,
+        sets: [
+            NFTSet(name: "svc_v4", key: KeyType(.ipv4Addr),
+                   elements: [SetElement(.ipv4(v4("172.18.0.3"))), SetElement(.ipv4(v4("172.18.0.2")))]),
+            NFTSet(name: "svc_v6", key: KeyType(.ipv6Addr), elements: [SetElement(.ipv6(v6("fd00::2")))]),
+            NFTSet(name: "governed_v4", key: KeyType(.ipv4Addr), flags: .interval,
+                   elements: [SetElement(key: [.prefix(v4("172.18.0.0"), 16)]),
+                              SetElement(key: [.between(.ipv4(v4("10.0.0.5")), .ipv4(v4("10.0.0.9")))]),
+                              SetElement(.ipv4(v4("192.168.1.1")))]),
+            NFTSet(name: "governed_v6", key: KeyType(.ipv6Addr), flags: .interval,
+                   elements: [SetElement(key: [.prefix(v6("fd00::"), 64)])]),
+            NFTSet(name: "flows", key: KeyType(.ipv4Addr, .ipv4Addr, .inetService),
+                   elements: [SetElement(.ipv4(v4("1.2.3.4")), .ipv4(v4("5.6.7.8")), .port(80)),
+                              SetElement(.ipv4(v4("1.2.3.4")), .ipv4(v4("5.6.7.9")), .port(443))]),
+            NFTSet(name: "ranges", key: KeyType(.ipv4Addr, .inetService), flags: .interval,
+                   elements: [SetElement(key: [.prefix(v4("10.1.0.0"), 16), .between(.port(1000), .port(2000))])]),
+            NFTSet(name: "ports", key: KeyType(.inetService), elements: [SetElement(.port(22)), SetElement(.port(8080))]),
+            NFTSet(name: "ingress_v4", key: KeyType(.ipv4Addr), data: .verdict,
+                   elements: [SetElement(.ipv4(v4("172.18.0.4")), .verdict(.jump("in_api"))),
+                              SetElement(.ipv4(v4("172.18.0.5")), .verdict(.drop)),
+                              SetElement(.ipv4(v4("172.18.0.6")), .verdict(.goto("in_api")))]),
+            NFTSet(name: "egress_v4", key: KeyType(.ipv4Addr), data: .verdict),
+        ],
+        chains: [
+            Chain(name: "forward", base: BaseChain(hook: .forward, priority: -10)),
+            Chain(name: "input", base: BaseChain(hook: .input, priority: 0, policy: .accept)),
+            Chain(name: "in_api"),
+        ],
+        rules: [
+            Rule(chain: "forward", [.match(Match(.ctState, .value(.ctState([.established, .related])))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ctState, .value(.ctState(.invalid)))), .verdict(.drop)]),
+            Rule(chain: "forward", [.vmap(fields: [.ipDaddr], map: .named("ingress_v4"))]),
+            Rule(chain: "forward", [.vmap(fields: [.ipSaddr], map: .named("egress_v4"))]),
+            Rule(chain: "forward", [.match(Match(.ipDaddr, .set("governed_v4"))), .verdict(.drop)]),
+            Rule(chain: "forward", [.match(Match(.ip6Saddr, negated: true, .set("governed_v6"))), .counter(), .verdict(.drop)]),
+            Rule(chain: "forward", [.match(Match([.ipSaddr, .ipDaddr, .tcpDport], .set("flows"))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match([.ipSaddr, .thDport], .set("ranges"))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ipSaddr, .prefix(.ipv4(v4("10.16.0.0")), 12))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ipSaddr, negated: true, .prefix(.ipv4(v4("10.0.0.0")), 8))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ip6Saddr, .prefix(.ipv6(v6("fd00::")), 64))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.iifname, .value(.ifname("eth0")))), .match(Match(.oifname, .value(.ifname("veth*")))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ctState, negated: true, .value(.ctState(.established)))), .verdict(.drop)]),
+            Rule(chain: "forward", [.match(Match(.tcpDport, negated: true, .range(.port(1000), .port(2000)))), .verdict(.drop)]),
+            Rule(chain: "forward", [.match(Match(.udpDport, .range(.port(53), .port(54)))), .counter(), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.thDport, .value(.port(53)))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.metaL4proto, .value(.proto(IPProto.tcp)))), .reject(.tcpReset)]),
+            Rule(chain: "forward", [.match(Match(.metaNfproto, .value(.nfProto(NFProto.ipv6)))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.icmpType, .value(.icmpType(8)))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.icmpv6Type, .value(.icmpv6Type(128)))), .verdict(.accept)]),
+            Rule(chain: "forward", [.match(Match(.ipSaddr, .value(.ipv4(v4("10.0.0.1"))))), .verdict(.jump("in_api"))]),
+            Rule(chain: "forward", [.match(Match(.ipSaddr, .anonymousSet([SetElement(.ipv4(v4("10.0.0.1"))), SetElement(.ipv4(v4("10.0.0.2")))]))), .verdict(.goto("in_api"))]),
+            Rule(chain: "forward", [.match(Match(.ipSaddr, .anonymousSet([SetElement(key: [.prefix(v4("10.9.0.0"), 16)])]))), .verdict(.accept)]),
+            Rule(chain: "forward", [.vmap(fields: [.tcpDport], map: .anonymous([SetElement(.port(22), .verdict(.accept)), SetElement(.port(80), .verdict(.jump("in_api")))]))]),
+            Rule(chain: "forward", [.log(Log(prefix: "bh ", group: 3))]),
+            Rule(chain: "forward", [.log(Log(prefix: "bh2 "))]),
+            Rule(chain: "forward", [.log(Log(level: .info))]),
+            Rule(chain: "forward", [.limit(Limit(rate: 10, per: .second)), .verdict(.accept)]),
+            Rule(chain: "forward", [.limit(Limit(rate: 1_048_576, per: .second, bytes: true, over: true)), .verdict(.drop)]),
+            Rule(chain: "forward", [.reject(.default)]),
+            Rule(chain: "forward", [.reject(.icmpx(3))]),
+            Rule(chain: "forward", [.reject(.icmp(10))]),
+            Rule(chain: "forward", [.match(Match(.metaL4proto, .value(.proto(IPProto.udp)))), .match(Match(.ipSaddr, .value(.ipv4(v4("10.0.0.7"))))), .verdict(.drop)]),
+            Rule(chain: "in_api", [
+                .match(Match(.ipSaddr, .set("svc_v4"))),
+                .match(Match(.tcpDport, .value(.port(8080)))), .verdict(.accept),
+            ], comment: "policies/shop.yaml:14"),
+            Rule(chain: "in_api", [.match(Match(.ip6Saddr, .set("svc_v6"))), .match(Match(.tcpDport, .set("ports"))), .verdict(.accept)]),
+            Rule(chain: "in_api", [.verdict(.return)]),
+            Rule(chain: "input", [.counter(), .verdict(.continue)]),
+        ])
+}
+
+/// A transaction that creates `table` from nothing.
+func creation(of table: Table) throws -> Transaction {
+    var tx = Transaction(table: table.id, current: nil)
+    try tx.add(.table(table.header))
+    for c in table.chains { try tx.add(.chain(c)) }
+    for s in table.sets { try tx.add(.set(s)) }
+    for r in table.rules { try tx.add(.rule(r)) }
+    return tx
+}
+
+/// The table without live state (handles, counter values) and ownership flags.
+func comparable(_ t: Table?) -> Table? {
+    guard var t else { return nil }
+    t.flags.subtract([.owner, .persist])
+    t.rules = t.rules.map { r in
+        Rule(chain: r.chain, handle: nil, r.statements.map {
+            if case .counter = $0 { return .counter(packets: 0, bytes: 0) }
+            return $0
+        }, comment: r.comment)
+    }
+    return t
+}
