@@ -124,6 +124,14 @@ public struct PortSet: Sendable, Hashable {
         self.otherProtocols = other
     }
 
+    /// The set as port entries: `any` when it allows everything, else merged ranges per protocol.
+    public var specs: [PortSpec] {
+        if otherProtocols { return [.any] }
+        return tcp.map { .tcp(UInt16($0.lowerBound)...UInt16($0.upperBound)) }
+            + udp.map { .udp(UInt16($0.lowerBound)...UInt16($0.upperBound)) }
+            + (icmp ? [.icmp] : [])
+    }
+
     public func contains(_ t: Traffic) -> Bool {
         switch t {
         case .tcp(let p): return tcp.contains { $0.contains(Int(p)) }

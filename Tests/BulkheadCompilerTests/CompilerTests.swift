@@ -124,3 +124,13 @@ func exampleInventory() throws -> Inventory {
     let ours = NFTText.table(table)
     #expect(listed == ours, "--- nft\n\(listed)\n--- ours\n\(ours)")
 }
+
+/// The compiled table allows exactly what the policies grant: reading the grants back out of the
+/// ruleset gives the policies' own grants.
+@Test func decompiledGrantsEqualPolicyGrants() throws {
+    let policies = try examplePolicies()
+    let reading = Decompiler.read(Compiler.compile(policies, try exampleInventory()).table)
+    #expect(reading.unrecognized.isEmpty, "\(reading.unrecognized)")
+    #expect(Set(reading.grants.map(\.key)) == Set(policies.grants.map(\.key)))
+    #expect(reading.members[ServiceRef(segment: "shop", name: "api")]?.count == 8)
+}
