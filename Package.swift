@@ -30,12 +30,14 @@ let package = Package(
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
         .target(name: "BulkheadRuleset"),
         .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset"]),
+        .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset"]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
         .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
             name: "bulkhead",
             dependencies: [
-                "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML",
+                "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
+                "BulkheadRuleset", "BulkheadNetfilter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -50,6 +52,7 @@ let package = Package(
         .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset"]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

@@ -1,0 +1,85 @@
+import ArgumentParser
+import BulkheadInventory
+import BulkheadNetfilter
+import BulkheadPolicy
+import BulkheadRuleset
+import BulkheadYAML
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where policies, container metadata and the kernel come from: shared by plan, apply, explain.
+struct SourceOptions: ParsableArguments {
+    @Option(name: .customLong("policies"), help: "Policy file or directory (repeatable).")
+    var policyPaths: [String] = ["policies"]
+
+    @Option(help: "Inventory snapshot (YAML or JSON) describing the containers and networks.")
+    var inventory: String?
+
+    @Option(help: "Program the nftables of this network namespace (a name under /var/run/netns) instead of the current one.")
+    var netns: String?
+}
+
+/// A failure already explained on stderr; carries the exit status.
+struct Reported: Error {
+    var status: Int32
+}
+
+enum Inputs {
+    static func printError(_ message: String) {
+        var stderr = StandardError()
+        print("error: \(message)", to: &stderr)
+    }
+
+    static func note(_ message: String) {
+        var stderr = StandardError()
+        print(message, to: &stderr)
+    }
+
+    /// Loads policies, refusing any with errors (diagnostics on stderr, exit 1; 66 when unreadable).
+    static func policies(_ options: SourceOptions) throws -> PolicySet {
+        let loaded = PolicyLoader.load(paths: options.policyPaths)
+        let errors = loaded.diagnostics.filter { $0.severity == .error }
+        if !errors.isEmpty {
+            for d in errors { note(d.formatted) }
+            printError("the policies have \(errors.count) error\(errors.count == 1 ? "" : "s"); nothing was changed (see `bulkhead validate`)")
+            throw Reported(status: loaded.unreadablePath ? ExitStatus.noInput : ExitStatus.failure)
+        }
+        return loaded.policies
+    }
+
+    static func inventory(_ options: SourceOptions) throws -> Inventory {
+        guard let path = options.inventory else {
+            printError("no container metadata: pass --inventory FILE (an inventory snapshot; see README)")
+            throw Reported(status: ExitStatus.usage)
+        }
+        let (inventory, diagnostics) = InventoryLoader.load(path: path)
+        guard let inventory else {
+            for d in diagnostics { note(d.formatted) }
+            printError("cannot use inventory \(path); nothing was changed")
+            throw Reported(status: diagnostics.contains { $0.code == .unreadable } ? ExitStatus.noInput : ExitStatus.failure)
+        }
+        return inventory
+    }
+
+    /// Opens the kernel backend, or explains why it cannot be read.
+    static func kernel(_ options: SourceOptions) -> Result<NetlinkNetfilter, NetfilterError> {
+        do {
+            let backend = try NetlinkNetfilter(namespace: options.netns)
+            _ = try backend.generation()
+            return .success(backend)
+        } catch let error as NetfilterError {
+            return .failure(error)
+        } catch {
+            return .failure(.malformedReply("\(error)"))
+        }
+    }
+}
+
+/// Standard error as a `TextOutputStream`.
+struct StandardError: TextOutputStream {
+    mutating func write(_ string: String) {
+        let bytes = Array(string.utf8)
+        bytes.withUnsafeBufferPointer { _ = Glibc.write(2, $0.baseAddress, $0.count) }
+    }
+}

@@ -1,0 +1,101 @@
+import BulkheadEngine
+import BulkheadPolicy
+import BulkheadRuleset
+
+/// Text and JSON renderings of a `Plan`.
+enum PlanOutput {
+    static func containers(_ n: Int?) -> String { n.map { "\($0)" } ?? "-" }
+
+    static func text(_ plan: Plan, nft: Bool) -> String {
+        var lines: [String] = []
+        switch plan.baseline {
+        case .kernel(let generation):
+            lines.append("Plan against the kernel's table inet bulkhead (ruleset generation \(generation))\(plan.live == nil ? ", which does not exist yet" : ""):")
+        case .empty(let reason):
+            lines.append("Plan against an empty ruleset (\(reason)):")
+        }
+        if !plan.hasChanges {
+            lines.append("No changes: the kernel already enforces these policies.")
+            return lines.joined(separator: "\n")
+        }
+        let all = plan.opened + plan.closed
+        let pairWidth = all.map { "\($0.grant.from) -> \($0.grant.to)".count }.max() ?? 0
+        let portWidth = all.map { $0.grant.port.description.count }.max() ?? 0
+        func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+        func flowLine(_ sign: String, _ c: Plan.FlowChange, was: Bool) -> String {
+            let g = c.grant
+            let counts = "containers \(containers(c.fromContainers)) -> \(containers(c.toContainers))"
+            return "  \(sign) \(pad("\(g.from) -> \(g.to)", pairWidth))  \(pad(g.port.description, portWidth))  \(pad(counts, 20))  \(was ? "was " : "")\(g.reference)"
+        }
+        lines.append("")
+        lines.append("Flows newly allowed (\(plan.opened.count)):")
+        lines += plan.opened.isEmpty ? ["  (none)"] : plan.opened.map { flowLine("+", $0, was: false) }
+        lines.append("Flows newly denied (\(plan.closed.count)):")
+        lines += plan.closed.isEmpty ? ["  (none)"] : plan.closed.map { flowLine("-", $0, was: true) }
+        if !plan.membership.isEmpty {
+            lines.append("Service membership:")
+            for m in plan.membership {
+                if !m.added.isEmpty {
+                    let who = m.containers.isEmpty ? "" : " (\(m.containers.joined(separator: ", ")))"
+                    lines.append("  + \(m.service): \(m.added.map(\.description).joined(separator: ", "))\(who)")
+                }
+                if !m.removed.isEmpty {
+                    lines.append("  - \(m.service): \(m.removed.map(\.description).joined(separator: ", "))")
+                }
+            }
+        }
+        if !plan.foreignRules.isEmpty {
+            lines.append("Rules in our table that Bulkhead did not write (will be removed):")
+            lines += plan.foreignRules.map { "  ! chain \($0.chain): \($0)" }
+        }
+        let counts = plan.operationCounts.map { "\($0.1) \($0.0)\($0.1 == 1 ? "" : "s")" }.joined(separator: ", ")
+        lines.append("nftables: \(plan.transaction.operations.count) operation\(plan.transaction.operations.count == 1 ? "" : "s") in one transaction (\(counts))")
+        if nft {
+            lines.append("")
+            lines.append(plan.transaction.description.trimmingTrailingNewlines())
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func json(_ plan: Plan, nft: Bool) -> String {
+        func change(_ c: Plan.FlowChange) -> JSONValue {
+            .object([
+                ("from", .string(c.grant.from.description)),
+                ("to", .string(c.grant.to.description)),
+                ("port", .string(c.grant.port.description)),
+                ("flow", .string(c.grant.reference)),
+                ("from_containers", c.fromContainers.map { .int($0) } ?? .null),
+                ("to_containers", c.toContainers.map { .int($0) } ?? .null),
+            ])
+        }
+        var baseline: [(String, JSONValue)]
+        switch plan.baseline {
+        case .kernel(let g): baseline = [("kind", .string("kernel")), ("generation", .int(Int(g))), ("table_exists", .bool(plan.live != nil))]
+        case .empty(let reason): baseline = [("kind", .string("empty")), ("reason", .string(reason))]
+        }
+        var fields: [(String, JSONValue)] = [
+            ("baseline", .object(baseline)),
+            ("changes", .bool(plan.hasChanges)),
+            ("opened", .array(plan.opened.map(change))),
+            ("closed", .array(plan.closed.map(change))),
+            ("membership", .array(plan.membership.map { m in
+                .object([("service", .string(m.service.description)),
+                         ("added", .array(m.added.map { .string($0.description) })),
+                         ("removed", .array(m.removed.map { .string($0.description) })),
+                         ("containers", .array(m.containers.map { .string($0) }))])
+            })),
+            ("foreign_rules", .array(plan.foreignRules.map { .string("\($0.chain): \($0)") })),
+            ("operations", .object([("total", .int(plan.transaction.operations.count))] + plan.operationCounts.map { ($0.0, .int($0.1)) })),
+        ]
+        if nft { fields.append(("nft", .string(plan.transaction.description))) }
+        return JSONValue.object(fields).render()
+    }
+}
+
+extension String {
+    func trimmingTrailingNewlines() -> String {
+        var s = self
+        while s.hasSuffix("\n") { s.removeLast() }
+        return s
+    }
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import BulkheadEngine
+import BulkheadNetfilter
+import BulkheadRuleset
+
+struct UninstallCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "uninstall",
+        abstract: "Remove everything Bulkhead put in the kernel (the table inet bulkhead).",
+        discussion: "Stop the agent first: while it runs it owns the table and the kernel refuses."
+    )
+
+    @Option(help: "The network namespace to clean (a name under /var/run/netns) instead of the current one.")
+    var netns: String?
+
+    func run() throws {
+        do {
+            let backend = try NetlinkNetfilter(namespace: netns)
+            guard let live = try backend.dump(table: Planner.tableID) else {
+                print("Nothing to remove: there is no table inet bulkhead.")
+                return
+            }
+            var tx = Transaction(table: Planner.tableID, current: live)
+            try tx.delete(.table(live.header))
+            try backend.apply(tx, expectedGeneration: nil)
+            print("Removed table inet bulkhead (\(live.chains.count) chains, \(live.sets.count) sets and maps, \(live.rules.count) rules). Traffic is no longer filtered by Bulkhead.")
+        } catch let e as NetfilterError {
+            Inputs.printError("\(e)")
+            throw ExitCode(ExitStatus.failure)
+        }
+    }
+}
