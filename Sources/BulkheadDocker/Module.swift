@@ -1,0 +1,2 @@
+/// Docker Engine API client (see DockerClient.swift).
+public enum BulkheadDockerModule {}
