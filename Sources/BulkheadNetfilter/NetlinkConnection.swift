@@ -215,7 +215,8 @@ final class NetlinkConnection {
             // the first by position is the cause.
             let first = errors.min { batch.position(of: $0.seq) < batch.position(of: $1.seq) }!
             let index = batch.operationIndex(for: first.seq) ?? -1
-            if first.errno == EPERM { throw NetfilterError.permissionDenied(operation: "committing an nftables transaction") }
+            // EPERM on one message (not on BATCH_BEGIN) is not a missing capability: the kernel
+            // checks CAP_NET_ADMIN once per datagram. It means another socket owns the table.
             throw NetfilterError.operationFailed(
                 index: index,
                 operation: index >= 0 ? batch.operationDescriptions[index] : "unknown message seq \(first.seq)",

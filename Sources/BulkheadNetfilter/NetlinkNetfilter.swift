@@ -28,6 +28,20 @@ public enum TableOwnership: String, Sendable, Codable, CustomStringConvertible {
     }
 }
 
+/// What the last successful commit cost.
+public struct CommitStatistics: Sendable, Equatable {
+    /// Transaction operations (plus an implicit table adoption, if any).
+    public var operations: Int
+    /// Netlink messages in the batch, BATCH_BEGIN/END excluded.
+    public var messages: Int
+    /// Bytes sent in the single sendmsg.
+    public var bytes: Int
+    /// Batch pages (iovec entries) of that sendmsg.
+    public var pages: Int
+    /// From just before sendmsg until the last ack was read.
+    public var sendToAck: Duration
+}
+
 /// Whether to use table ownership flags.
 public enum OwnershipPreference: Sendable {
     /// Probe the kernel and use owner|persist when it has both.
@@ -59,6 +73,9 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
     public let ownership: TableOwnership
     /// Network namespace the socket talks to (nil: the creating thread's).
     public let namespace: String?
+    private var _lastCommit: CommitStatistics?
+    /// Statistics of the last successful `apply`.
+    public var lastCommit: CommitStatistics? { try? locked { _lastCommit } }
 
     /// Opens a socket (in `namespace`, a name under /var/run/netns or a path) and probes
     /// table ownership support.
@@ -94,7 +111,12 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
             let encoder = TransactionEncoder(ownershipFlags: ownership.tableFlags, recordMessages: false)
             let batch = try encoder.encode(tx, generation: expectedGeneration, seq: { [conn] in conn.allocateSeq() })
             do {
-                if let gen = try conn.commit(batch) { return gen }
+                let clock = ContinuousClock()
+                let start = clock.now
+                let echoed = try conn.commit(batch)
+                _lastCommit = CommitStatistics(operations: batch.operationDescriptions.count, messages: batch.messageCount,
+                                               bytes: batch.byteCount, pages: batch.parts.count, sendToAck: clock.now - start)
+                if let echoed { return echoed }
                 return try conn.readGeneration()
             } catch let error as NetfilterError {
                 throw Self.map(error, batch: batch, conn: conn)
@@ -301,7 +323,29 @@ struct TableDumper {
         return NFTSet(name: name, key: key, flags: flags, data: data, timeoutMilliseconds: timeout)
     }
 
+    /// Elements of one set. A large dump takes many datagrams and the kernel resumes each one by
+    /// skipping the elements it already sent in hash-table order; if the hash table is resized
+    /// in between (the kernel grows it in the background after a big insert) elements shift,
+    /// so some come twice and others never. Duplicates are the visible symptom: read again.
     func dumpElements(of set: NFTSet) throws -> [SetElement] {
+        var attempt = 0
+        while true {
+            let raw = try dumpKernelElements(of: set)
+            var seen = Set<[UInt8]>()
+            seen.reserveCapacity(raw.count)
+            let duplicates = raw.contains { !seen.insert($0.key + ($0.keyEnd ?? []) + [UInt8(truncatingIfNeeded: $0.flags)]).inserted }
+            if !duplicates {
+                return ElementEncoding.modelElements(raw, of: set).elements
+            }
+            attempt += 1
+            if attempt >= 8 {
+                throw NetfilterError.malformedReply("set \(set.name) kept changing shape while it was read (\(attempt) attempts)")
+            }
+            usleep(useconds_t(20_000 * attempt))
+        }
+    }
+
+    func dumpKernelElements(of set: NFTSet) throws -> [KernelElement] {
         let filter = try NftnlSet()
         nftnl_set_set_str(filter.handle, nla(NFTNL_SET_TABLE), id.name)
         nftnl_set_set_str(filter.handle, nla(NFTNL_SET_NAME), set.name)
@@ -320,8 +364,7 @@ struct TableDumper {
                 return 0
             }, Unmanaged.passUnretained(acc).toOpaque())
         })
-        let (elements, _) = ElementEncoding.modelElements(acc.list, of: set)
-        return elements
+        return acc.list
     }
 
     static func kernelElement(_ e: OpaquePointer) -> KernelElement {

@@ -1,0 +1,190 @@
+import BulkheadRuleset
+import Foundation
+import Testing
+@testable import BulkheadNetfilter
+
+@Suite(.serialized, .enabled(if: Kernel.enabled, "needs root"))
+struct KernelFaultTests {
+    static let id = TableID(family: .inet, name: "bulkhead")
+
+    static func baseTable() -> Table {
+        Table(family: .inet, name: "bulkhead",
+              sets: [NFTSet(name: "svc", key: KeyType(.ipv4Addr), elements: [SetElement(.ipv4(v4("10.0.0.1")))])],
+              chains: [Chain(name: "forward", base: BaseChain(hook: .forward, priority: 0))],
+              rules: [Rule(chain: "forward", [.match(Match(.ipSaddr, .set("svc"))), .verdict(.accept)])])
+    }
+
+    /// The k-th operation fails in the kernel: nothing changes, and the error names operation k
+    /// and the kernel's reason.
+    @Test func invalidOperationChangesNothingAndIsNamed() throws {
+        try Kernel.withNamespace { ns in
+            let nf = try NetlinkNetfilter(namespace: ns)
+            try nf.apply(try creation(of: Self.baseTable()), expectedGeneration: nil)
+            let before = try nf.dump(table: Self.id)
+            let genBefore = try nf.generation()
+
+            // Queue against a table that claims a chain "ghost" exists, so the transaction
+            // validates but the kernel refuses operation 2 (index 2: a rule in a missing chain).
+            var lying = before!
+            lying.chains.append(Chain(name: "ghost"))
+            var tx = Transaction(table: Self.id, current: lying)
+            try tx.add(.chain(Chain(name: "in_a")))
+            try tx.add(.elements(set: "svc", [SetElement(.ipv4(v4("10.0.0.2")))]))
+            try tx.add(.rule(Rule(chain: "ghost", [.verdict(.drop)])))
+            try tx.add(.chain(Chain(name: "in_b")))
+
+            do {
+                try nf.apply(tx, expectedGeneration: genBefore)
+                Issue.record("the batch should have been refused")
+            } catch let RulesetError.operationFailed(index, operation, error) {
+                #expect(index == 2)
+                #expect(operation.contains("ghost"), "\(operation)")
+                guard case .kernel(let errno, let message) = error else {
+                    Issue.record("expected a kernel error, got \(error)"); return
+                }
+                #expect(errno == ENOENT)
+                #expect(message.contains("No such file or directory"), "\(message)")
+            }
+            #expect(try nf.dump(table: Self.id) == before)
+            #expect(try nf.generation() == genBefore)
+        }
+    }
+
+    /// Another process changes the ruleset between our dump and our commit: the kernel refuses
+    /// the batch (generation id in BATCH_BEGIN) and nothing of ours is written.
+    @Test func concurrentChangeIsDetectedByGeneration() throws {
+        try Kernel.withNamespace { ns in
+            // Created by a process that has gone (the socket closes): an orphaned persistent
+            // table that other programs may change, the case the generation check is for.
+            do {
+                let first = try NetlinkNetfilter(namespace: ns)
+                try first.apply(try creation(of: Self.baseTable()), expectedGeneration: nil)
+            }
+            let nf = try NetlinkNetfilter(namespace: ns)
+            let gen = try nf.generation()
+            let current = try nf.dump(table: Self.id)
+            try Kernel.nft(["add", "chain", "inet", "bulkhead", "sneaky"], in: ns)
+
+            var tx = Transaction(table: Self.id, current: current)
+            try tx.add(.chain(Chain(name: "ours")))
+            #expect {
+                try nf.apply(tx, expectedGeneration: gen)
+            } throws: { error in
+                guard case RulesetError.staleGeneration(let expected, let actual) = error else { return false }
+                return expected == gen && actual != gen
+            }
+            let after = try nf.dump(table: Self.id)
+            #expect(after?.chain(named: "sneaky") != nil)
+            #expect(after?.chain(named: "ours") == nil)
+        }
+    }
+
+    /// 100,000 concatenated elements in one transaction (a batch of several pages, one datagram).
+    @Test func hundredThousandElementsInOneTransaction() throws {
+        try Kernel.withNamespace { ns in
+            let nf = try NetlinkNetfilter(namespace: ns)
+            let key = KeyType(.ipv4Addr, .ipv4Addr, .inetService)
+            var elements: [SetElement] = []
+            elements.reserveCapacity(100_000)
+            for i in 0..<100_000 {
+                let source = IPv4Address(0x0A00_0000 | UInt32(i))
+                let destination = IPv4Address(0xAC10_0000 | UInt32(i % 977))
+                let port = UInt16(1 + i % 60000)
+                elements.append(SetElement(.ipv4(source), .ipv4(destination), .port(port)))
+            }
+            var tx = Transaction(table: Self.id, current: nil)
+            try tx.add(.table(Table(family: .inet, name: "bulkhead")))
+            try tx.add(.set(NFTSet(name: "flows", key: key)))
+            try tx.add(.elements(set: "flows", elements))
+            let batch = try TransactionEncoder().encode(tx, generation: nil, seq: { 1 })
+            #expect(batch.parts.count > 1, "the batch should span several pages")
+            try nf.apply(tx, expectedGeneration: try nf.generation())
+            let set = try nf.dump(table: Self.id)?.set(named: "flows")
+            #expect(set?.elements.count == 100_000)
+            // Compare without printing 100k elements on failure.
+            let same = set?.elements == NFTSet(name: "flows", key: key, elements: elements).elements
+            #expect(same, "the dumped elements differ from the committed ones")
+        }
+    }
+
+    /// Someone flushes our chain or adds a rule Bulkhead never writes: the dump shows it (and
+    /// an unknown expression is read as a foreign rule, not a crash).
+    @Test func foreignEditsAreVisibleInTheDump() throws {
+        try Kernel.withNamespace { ns in
+            let nf = try NetlinkNetfilter(namespace: ns, ownership: .disabled)
+            let tx = try creation(of: Self.baseTable())
+            try nf.apply(tx, expectedGeneration: nil)
+            let want = comparable(tx.expected)
+            #expect(comparable(try nf.dump(table: Self.id)) == want)
+
+            try Kernel.nft(["add", "rule", "inet", "bulkhead", "forward", "ip", "ttl", "5", "meta", "mark", "set", "1"], in: ns)
+            let edited = try nf.dump(table: Self.id)
+            #expect(comparable(edited) != want)
+            let foreign = edited?.rules.last
+            #expect(foreign?.comment?.hasPrefix(Delinearizer.foreignMarker) == true, "\(String(describing: foreign))")
+
+            try Kernel.nft(["flush", "table", "inet", "bulkhead"], in: ns)
+            let flushed = try nf.dump(table: Self.id)
+            #expect(flushed?.rules.isEmpty == true)
+            #expect(comparable(flushed) != want)
+
+            try Kernel.nft(["delete", "table", "inet", "bulkhead"], in: ns)
+            #expect(try nf.dump(table: Self.id) == nil)
+        }
+    }
+
+    /// owner|persist: while we hold the table nobody else can change it; after we exit it stays
+    /// (fail closed) and the next Bulkhead process adopts it.
+    @Test func ownedTableIsLockedPersistsAndIsAdopted() throws {
+        try Kernel.withNamespace { ns in
+            let probe = try NetlinkNetfilter(namespace: ns)
+            guard probe.ownership == .ownerPersist else {
+                // Older kernels: the fallback is no flags at all (never owner alone).
+                #expect(probe.ownership.tableFlags.isEmpty)
+                return
+            }
+            do {
+                let holder = try NetlinkNetfilter(namespace: ns)
+                try holder.apply(try creation(of: Self.baseTable()), expectedGeneration: nil)
+                #expect(try holder.dump(table: Self.id)?.flags == [.owner, .persist])
+                #expect(throws: Kernel.Failure.self) {
+                    try Kernel.nft(["add", "chain", "inet", "bulkhead", "x"], in: ns)
+                }
+            }
+            // The holder's socket is closed: the table survives, orphaned.
+            #expect(try probe.dump(table: Self.id)?.chain(named: "forward") != nil)
+            try Kernel.nft(["add", "chain", "inet", "bulkhead", "x"], in: ns)
+
+            // A new process adopts it by re-sending NEWTABLE with the flags in its next transaction.
+            let adopter = try NetlinkNetfilter(namespace: ns)
+            var tx = Transaction(table: Self.id, current: try adopter.dump(table: Self.id))
+            try tx.delete(.chain(Chain(name: "x")))
+            try adopter.apply(tx, expectedGeneration: nil)
+            #expect(throws: Kernel.Failure.self) {
+                try Kernel.nft(["add", "chain", "inet", "bulkhead", "y"], in: ns)
+            }
+            // And a second live Bulkhead process is told who holds it.
+            let other = try NetlinkNetfilter(namespace: ns)
+            var tx2 = Transaction(table: Self.id, current: try other.dump(table: Self.id))
+            try tx2.add(.chain(Chain(name: "z")))
+            #expect {
+                try other.apply(tx2, expectedGeneration: nil)
+            } throws: { error in
+                "\(error)".contains("another running process")
+            }
+        }
+    }
+
+    /// Without CAP_NET_ADMIN the error says which privilege is missing.
+    @Test func missingCapabilityIsNamed() throws {
+        let bench = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("bulkhead-bench").path
+        try #require(FileManager.default.isExecutableFile(atPath: bench), "build bulkhead-bench first (swift build --product bulkhead-bench)")
+        try Kernel.withNamespace { ns in
+            // setpriv (util-linux): drop CAP_NET_ADMIN from the bounding set, so even root lacks it
+            // after exec; CAP_SYS_ADMIN stays, so entering the namespace still works.
+            let r = try Kernel.run(["setpriv", "--inh-caps=-all", "--bounding-set=-net_admin", "--", bench, "privilege-check", ns])
+            #expect(r.status != 0)
+            #expect(r.err.contains("needs CAP_NET_ADMIN"), "stderr: \(r.err)")
+        }
+    }
+}
