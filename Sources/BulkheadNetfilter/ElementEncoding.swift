@@ -1,7 +1,7 @@
 import BulkheadRuleset
 
 /// One element as the kernel stores it.
-struct KernelElement: Equatable {
+struct KernelElement: Hashable {
     var key: [UInt8]
     /// NFTA_SET_ELEM_KEY_END: the closing key of a concatenated range (pipapo sets only).
     var keyEnd: [UInt8]?
@@ -102,21 +102,21 @@ enum ElementEncoding {
 
     // MARK: decoding
 
-    static func value(_ bytes: ArraySlice<UInt8>, as type: DataType) -> Value? {
-        let b = Array(bytes)
+    static func value(_ b: ArraySlice<UInt8>, as type: DataType) -> Value? {
         guard b.count >= type.byteLength else { return nil }
-        func be32(_ x: [UInt8]) -> UInt32 { x.prefix(4).reduce(0) { $0 << 8 | UInt32($1) } }
-        func le32(_ x: [UInt8]) -> UInt32 { x.prefix(4).reversed().reduce(0) { $0 << 8 | UInt32($1) } }
+        let i = b.startIndex
+        func be32() -> UInt32 { UInt32(b[i]) << 24 | UInt32(b[i + 1]) << 16 | UInt32(b[i + 2]) << 8 | UInt32(b[i + 3]) }
+        func le32() -> UInt32 { UInt32(b[i + 3]) << 24 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 1]) << 8 | UInt32(b[i]) }
         switch type {
-        case .ipv4Addr: return .ipv4(IPv4Address(be32(b)))
+        case .ipv4Addr: return .ipv4(IPv4Address(be32()))
         case .ipv6Addr: return IPv6Address(bytes: Array(b.prefix(16))).map { .ipv6($0) }
-        case .inetService: return .port(UInt16(b[0]) << 8 | UInt16(b[1]))
-        case .inetProto: return .proto(b[0])
-        case .nfProto: return .nfProto(b[0])
-        case .icmpType: return .icmpType(b[0])
-        case .icmpv6Type: return .icmpv6Type(b[0])
-        case .mark: return .mark(le32(b))
-        case .ctState: return .ctState(CtState(rawValue: le32(b)))
+        case .inetService: return .port(UInt16(b[i]) << 8 | UInt16(b[i + 1]))
+        case .inetProto: return .proto(b[i])
+        case .nfProto: return .nfProto(b[i])
+        case .icmpType: return .icmpType(b[i])
+        case .icmpv6Type: return .icmpv6Type(b[i])
+        case .mark: return .mark(le32())
+        case .ctState: return .ctState(CtState(rawValue: le32()))
         case .ifname:
             let name = b.prefix(16).prefix { $0 != 0 }
             return .ifname(String(decoding: name, as: UTF8.self))

@@ -21,8 +21,11 @@ final class EncodedBatch {
     /// Sequence numbers that carry NLM_F_ACK and so each get exactly one ack.
     private(set) var expectedAcks: Set<UInt32> = []
     private var operationOfSeq: [UInt32: Int] = [:]
-    /// Human text of each operation, by index (what `plan` shows).
-    private(set) var operationDescriptions: [String] = []
+    /// Human text of each operation, rendered only when needed: the nft command of a 100k-element
+    /// operation is a multi-megabyte string that an error message or plan may need, a commit not.
+    private var describers: [() -> String] = []
+    var operationCount: Int { describers.count }
+    func operationDescription(_ index: Int) -> String { describers[index]() }
     private(set) var messageCount = 0
     /// Operations the backend added in front of the transaction's own (adopting the table):
     /// transaction operation i is batch operation i + implicitOperations.
@@ -63,9 +66,9 @@ final class EncodedBatch {
     }
 
     /// Starts a new operation; returns its index.
-    func beginOperation(_ description: String) -> Int {
-        operationDescriptions.append(description)
-        return operationDescriptions.count - 1
+    func beginOperation(_ description: @escaping @autoclosure () -> String) -> Int {
+        describers.append(description)
+        return describers.count - 1
     }
 
     /// Appends one message for operation `index`. `build` writes the message at the given
@@ -74,7 +77,9 @@ final class EncodedBatch {
     func append(operation index: Int, _ build: (UnsafeMutablePointer<CChar>, UInt32) throws -> UnsafeMutablePointer<nlmsghdr>) throws {
         precondition(!ended, "batch already ended")
         let seq = nextSeq()
-        let nlh = try build(nftnl_batch_buffer(handle).assumingMemoryBound(to: CChar.self), seq)
+        let buffer = nftnl_batch_buffer(handle)!
+        zero(from: buffer)
+        let nlh = try build(buffer.assumingMemoryBound(to: CChar.self), seq)
         nlh.pointee.nlmsg_flags |= UInt16(NLM_F_ACK)
         if recordMessages {
             let raw = UnsafeRawBufferPointer(start: UnsafeRawPointer(nlh), count: Int(nlh.pointee.nlmsg_len))
@@ -84,6 +89,27 @@ final class EncodedBatch {
         operationOfSeq[seq] = index
         messageCount += 1
         try advance()
+    }
+
+    // libnftnl pages come from malloc and libmnl leaves attribute padding unwritten, so without
+    // this the pad bytes would be whatever the heap held: harmless to the kernel, but the bytes
+    // we send would not be deterministic. Zero the space a message can use, once per region.
+    private var zeroedStart: UnsafeMutableRawPointer?
+    private var zeroedEnd: UnsafeMutableRawPointer?
+
+    private func zero(from buffer: UnsafeMutableRawPointer) {
+        let want = buffer + Int(Self.maxMessageSize)
+        if let start = zeroedStart, let end = zeroedEnd, buffer >= start, buffer <= end {
+            if want > end {
+                memset(end, 0, want - end)
+                zeroedEnd = want
+            }
+        } else {
+            // First message, or libnftnl moved on to a fresh page.
+            memset(buffer, 0, Int(Self.maxMessageSize))
+            zeroedStart = buffer
+            zeroedEnd = want
+        }
     }
 
     /// Closes the batch with NFNL_MSG_BATCH_END.

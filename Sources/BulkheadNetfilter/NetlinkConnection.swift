@@ -219,7 +219,7 @@ final class NetlinkConnection {
             // checks CAP_NET_ADMIN once per datagram. It means another socket owns the table.
             throw NetfilterError.operationFailed(
                 index: index,
-                operation: index >= 0 ? batch.operationDescriptions[index] : "unknown message seq \(first.seq)",
+                operation: index >= 0 ? batch.operationDescription(index) : "unknown message seq \(first.seq)",
                 errno: first.errno,
                 kernelMessage: first.message ?? batch.attributeHint(seq: first.seq, offset: first.attributeOffset))
         }

@@ -114,7 +114,7 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
                 let clock = ContinuousClock()
                 let start = clock.now
                 let echoed = try conn.commit(batch)
-                _lastCommit = CommitStatistics(operations: batch.operationDescriptions.count, messages: batch.messageCount,
+                _lastCommit = CommitStatistics(operations: batch.operationCount, messages: batch.messageCount,
                                                bytes: batch.byteCount, pages: batch.parts.count, sendToAck: clock.now - start)
                 if let echoed { return echoed }
                 return try conn.readGeneration()
@@ -168,7 +168,7 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
                     + "stop it or make the change through it)"
             }
             if txIndex < 0 {
-                if err == EPERM { return NetfilterError.tableOwnedByAnotherProcess(table: batch.operationDescriptions[index]) }
+                if err == EPERM { return NetfilterError.tableOwnedByAnotherProcess(table: batch.operationDescription(index)) }
                 return RulesetError.kernel(errno: err, message: "\(op): \(text)")
             }
             return RulesetError.operationFailed(index: txIndex, operation: op, error: .kernel(errno: err, message: text))
@@ -331,9 +331,8 @@ struct TableDumper {
         var attempt = 0
         while true {
             let raw = try dumpKernelElements(of: set)
-            var seen = Set<[UInt8]>()
-            seen.reserveCapacity(raw.count)
-            let duplicates = raw.contains { !seen.insert($0.key + ($0.keyEnd ?? []) + [UInt8(truncatingIfNeeded: $0.flags)]).inserted }
+            var seen = Set<KernelElement>(minimumCapacity: raw.count)
+            let duplicates = raw.contains { !seen.insert($0).inserted }
             if !duplicates {
                 return ElementEncoding.modelElements(raw, of: set).elements
             }

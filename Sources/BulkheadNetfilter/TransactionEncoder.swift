@@ -36,7 +36,7 @@ struct TransactionEncoder {
             try enc.newTable(tx.expected ?? Table(family: tx.table.family, name: tx.table.name),
                              flags: tableFlags(tx.expected?.flags ?? []), exclusive: false, into: batch, operation: index)
         }
-        let offset = batch.operationDescriptions.count
+        let offset = batch.operationCount
         batch.implicitOperations = offset
 
         for (i, op) in tx.operations.enumerated() {

@@ -114,16 +114,35 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
 // MARK: benchmarks
 
 /// Child: build the model, encode and commit 100k elements in one transaction.
+func maxRSSMiB() -> Int {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return Int(u.ru_maxrss) / 1024
+}
+
 func commit100k(namespace: String) throws {
-    let start = ContinuousClock.now
+    let clock = ContinuousClock()
+    var rss: [Int] = [maxRSSMiB()]
+    let start = clock.now
     let nf = try NetlinkNetfilter(namespace: namespace)
+    let opened = clock.now
+    rss.append(maxRSSMiB())
+    let elements = modelElements()
+    let built = clock.now
+    rss.append(maxRSSMiB())
     var tx = Transaction(table: tableID, current: nil)
     try tx.add(.table(Table(family: .inet, name: tableName, flags: nf.ownership.tableFlags)))
     try tx.add(.set(NFTSet(name: "flows", key: key)))
-    try tx.add(.elements(set: "flows", modelElements()))
+    try tx.add(.elements(set: "flows", elements))
+    let queued = clock.now
+    rss.append(maxRSSMiB())
     try nf.apply(tx, expectedGeneration: try nf.generation())
+    let done = clock.now
     let stats = nf.lastCommit!
-    FileHandle.standardError.write(Data("commit100k: \(stats.messages) messages, \(stats.bytes) bytes in \(stats.pages) pages, send→ack \(seconds(stats.sendToAck))s, total \(seconds(ContinuousClock.now - start))s\n".utf8))
+    let report = "commit100k: \(stats.messages) messages, \(stats.bytes) bytes in \(stats.pages) pages; open+probe \(seconds(opened - start))s, "
+        + "model \(seconds(built - opened))s, transaction (validation) \(seconds(queued - built))s, apply \(seconds(done - queued))s "
+        + "of which send→ack \(seconds(stats.sendToAck))s; total \(seconds(done - start))s; peak RSS MiB at start/open/model/tx/end \(rss + [maxRSSMiB()])\n"
+    FileHandle.standardError.write(Data(report.utf8))
 }
 
 func benchmarkAll() throws {
