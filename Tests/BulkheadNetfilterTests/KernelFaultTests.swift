@@ -188,3 +188,35 @@ struct KernelFaultTests {
         }
     }
 }
+
+/// Why a large batch goes out as ONE datagram of several pages: nf_tables runs a batch over a
+/// single datagram (nfnetlink_rcv_batch), and a datagram without BATCH_END is aborted. This
+/// test sends a valid batch split in two datagrams and shows that nothing is created.
+@Suite(.serialized, .enabled(if: Kernel.enabled, "needs root"))
+struct KernelBatchSplitTests {
+    @Test func batchSplitAcrossDatagramsIsNotCommitted() throws {
+        try Kernel.withNamespace { ns in
+            let socket = try NetfilterSocket(namespace: ns)
+            let conn = NetlinkConnection(transport: socket)
+            var tx = Transaction(table: TableID(family: .inet, name: "split"), current: nil)
+            try tx.add(.table(Table(family: .inet, name: "split")))
+            try tx.add(.chain(Chain(name: "c")))
+            let batch = try TransactionEncoder().encode(tx, generation: nil, seq: { conn.allocateSeq() })
+            let whole = batch.parts.flatMap { Array($0) }
+            // Cut after BATCH_BEGIN and the NEWTABLE message.
+            let beginLength = Int(whole[0]) | Int(whole[1]) << 8
+            let tableOffset = (beginLength + 3) & ~3
+            let tableLength = Int(whole[tableOffset]) | Int(whole[tableOffset + 1]) << 8
+            let cut = tableOffset + ((tableLength + 3) & ~3)
+            let first = Array(whole[..<cut]), second = Array(whole[cut...])
+            try first.withUnsafeBytes { try socket.send([$0]) }
+            try second.withUnsafeBytes { try socket.send([$0]) }
+            // Drain whatever the kernel answered.
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 8)
+            defer { buffer.deallocate() }
+            while try socket.receive(into: buffer, timeoutMilliseconds: 200) != nil {}
+            let r = try Kernel.run(["ip", "netns", "exec", ns, "nft", "list", "tables"])
+            #expect(!r.out.contains("split"), "a half batch must not be committed: \(r.out)")
+        }
+    }
+}
