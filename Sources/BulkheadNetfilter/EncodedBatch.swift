@@ -139,12 +139,39 @@ final class EncodedBatch {
     /// Order of a message inside the batch (sequence numbers grow, modulo 2^32).
     func position(of seq: UInt32) -> UInt32 { seq &- beginSeq }
 
-    /// Text for an error that came with an attribute offset but no message.
+    /// The bytes of the message with sequence number `seq`, found by walking the pages (only
+    /// needed on the error path).
+    func messageBytes(seq: UInt32) -> [UInt8]? {
+        for part in parts {
+            var off = 0
+            while off + 16 <= part.count {
+                let len = Int(part.load(fromByteOffset: off, as: UInt32.self))
+                guard len >= 16, off + len <= part.count else { break }
+                if part.load(fromByteOffset: off + 8, as: UInt32.self) == seq {
+                    return Array(part[off..<(off + len)])
+                }
+                off += (len + 3) & ~3
+            }
+        }
+        return nil
+    }
+
+    /// Text for an error that came with an attribute offset (NLMSGERR_ATTR_OFFS, relative to
+    /// the start of our message) but no message: nf_tables mostly points at the attribute.
     func attributeHint(seq: UInt32, offset: UInt32?) -> String? {
         guard let offset else { return nil }
-        if let bytes = recordedMessages.first(where: { $0.seq == seq })?.bytes, Int(offset) + 4 <= bytes.count {
+        if let bytes = messageBytes(seq: seq), Int(offset) + 4 <= bytes.count {
             let type = UInt16(bytes[Int(offset) + 2]) | UInt16(bytes[Int(offset) + 3]) << 8
-            return "the kernel rejected attribute type \(type & 0x3fff) at byte \(offset) of the message"
+            var text = "the kernel rejected attribute type \(type & 0x3fff) at byte \(offset) of the message"
+            // A string attribute (a name) is the usual culprit: quote it.
+            let len = Int(UInt16(bytes[Int(offset)]) | UInt16(bytes[Int(offset) + 1]) << 8)
+            if len > 4, Int(offset) + len <= bytes.count {
+                let payload = bytes[(Int(offset) + 4)..<(Int(offset) + len)]
+                if payload.last == 0, payload.dropLast().allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) {
+                    text += " (\"\(String(decoding: payload.dropLast(), as: UTF8.self))\")"
+                }
+            }
+            return text
         }
         return "the kernel rejected the attribute at byte \(offset) of the message"
     }

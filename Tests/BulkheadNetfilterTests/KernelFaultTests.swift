@@ -44,6 +44,8 @@ struct KernelFaultTests {
                 }
                 #expect(errno == ENOENT)
                 #expect(message.contains("No such file or directory"), "\(message)")
+                // nf_tables points at the offending attribute: the missing chain's name.
+                #expect(message.contains("\"ghost\""), "\(message)")
             }
             #expect(try nf.dump(table: Self.id) == before)
             #expect(try nf.generation() == genBefore)
@@ -104,6 +106,24 @@ struct KernelFaultTests {
             // Compare without printing 100k elements on failure.
             let same = set?.elements == NFTSet(name: "flows", key: key, elements: elements).elements
             #expect(same, "the dumped elements differ from the committed ones")
+        }
+    }
+
+    /// Thousands of messages in one batch: one ack each, all fit the receive buffer.
+    @Test func manyRulesInOneTransaction() throws {
+        try Kernel.withNamespace { ns in
+            let nf = try NetlinkNetfilter(namespace: ns)
+            var tx = Transaction(table: Self.id, current: nil)
+            try tx.add(.table(Table(family: .inet, name: "bulkhead")))
+            try tx.add(.chain(Chain(name: "c")))
+            // 2,000, not more: queueing a rule validates the whole table so far (BulkheadRuleset),
+            // which makes building the transaction quadratic.
+            for i in 0..<2000 {
+                try tx.add(.rule(Rule(chain: "c", [.match(Match(.ipSaddr, .value(.ipv4(IPv4Address(0x0A00_0000 + UInt32(i)))))), .verdict(.accept)])))
+            }
+            try nf.apply(tx, expectedGeneration: nil)
+            #expect(nf.lastCommit?.messages == 2002)
+            #expect(try nf.dump(table: Self.id)?.rules.count == 2000)
         }
     }
 
