@@ -21,7 +21,7 @@ struct Delinearizer {
             var lin = Linearizer(family: family)
             if let again = try? lin.linearize(candidate),
                Self.normalized(again.expressions, anonymous: nil) == Self.normalized(expressions, anonymous: anonymousSets),
-               comment.map { _ in candidate.userdata == userdata } ?? true {
+               comment == nil || candidate.userdata == userdata {
                 return candidate
             }
         }

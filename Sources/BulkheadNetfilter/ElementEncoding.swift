@@ -123,6 +123,35 @@ enum ElementEncoding {
         }
     }
 
+    /// `value(_:as:)` straight from a kernel buffer (the dump path: no per-field arrays).
+    static func value(_ b: UnsafeRawBufferPointer, as type: DataType) -> Value? {
+        guard b.count >= type.byteLength else { return nil }
+        func be32() -> UInt32 { UInt32(b[0]) << 24 | UInt32(b[1]) << 16 | UInt32(b[2]) << 8 | UInt32(b[3]) }
+        switch type {
+        case .ipv4Addr: return .ipv4(IPv4Address(be32()))
+        case .inetService: return .port(UInt16(b[0]) << 8 | UInt16(b[1]))
+        case .inetProto: return .proto(b[0])
+        case .nfProto: return .nfProto(b[0])
+        default: return value(Array(b)[...], as: type)
+        }
+    }
+
+    /// Splits a non-interval key in place; nil when it does not fit the set's key type.
+    static func splitKey(_ key: UnsafeRawBufferPointer, fields: [DataType]) -> [KeyPart]? {
+        if fields.count == 1 { return value(key, as: fields[0]).map { [.value($0)] } }
+        var parts: [KeyPart] = []
+        parts.reserveCapacity(fields.count)
+        var offset = 0
+        for f in fields {
+            let len = (f.byteLength + 3) / 4 * 4
+            guard offset + len <= key.count,
+                  let v = value(UnsafeRawBufferPointer(rebasing: key[offset..<(offset + len)]), as: f) else { return nil }
+            parts.append(.value(v))
+            offset += len
+        }
+        return parts
+    }
+
     static func splitKey(_ key: [UInt8], fields: [DataType]) -> [Value]? {
         if fields.count == 1 { return value(key[...], as: fields[0]).map { [$0] } }
         var values: [Value] = []

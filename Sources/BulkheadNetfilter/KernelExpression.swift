@@ -183,9 +183,11 @@ extension KernelExpression {
             return String(cString: p)
         }
         func unknown() -> KernelExpression {
-            var buf = [CChar](repeating: 0, count: 512)
-            _ = nftnl_expr_snprintf(&buf, buf.count, e, UInt32(NFTNL_OUTPUT_DEFAULT.rawValue), 0)
-            return .unknown(name: name, text: String(cString: buf))
+            var buf = [UInt8](repeating: 0, count: 512)
+            _ = buf.withUnsafeMutableBytes {
+                nftnl_expr_snprintf($0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count, e, UInt32(NFTNL_OUTPUT_DEFAULT.rawValue), 0)
+            }
+            return .unknown(name: name, text: String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self))
         }
         switch name {
         case "payload" where !has(NFTNL_EXPR_PAYLOAD_SREG):

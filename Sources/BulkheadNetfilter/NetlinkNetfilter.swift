@@ -200,7 +200,7 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
             let undo = try EncodedBatch(generation: nil, seq: { [conn] in conn.allocateSeq() })
             try enc.deleteTable(into: undo, operation: undo.beginOperation("remove probe table"))
             try undo.end()
-            try? conn.commit(undo)
+            _ = try? conn.commit(undo)
             return .ownerPersist
         } catch NetfilterError.operationFailed(let index, _, _, _) {
             return index == i1 ? .ownerPersist : .unowned
@@ -330,12 +330,7 @@ struct TableDumper {
     func dumpElements(of set: NFTSet) throws -> [SetElement] {
         var attempt = 0
         while true {
-            let raw = try dumpKernelElements(of: set)
-            var seen = Set<KernelElement>(minimumCapacity: raw.count)
-            let duplicates = raw.contains { !seen.insert($0).inserted }
-            if !duplicates {
-                return ElementEncoding.modelElements(raw, of: set).elements
-            }
+            if let elements = try dumpElementsOnce(of: set) { return elements }
             attempt += 1
             if attempt >= 8 {
                 throw NetfilterError.malformedReply("set \(set.name) kept changing shape while it was read (\(attempt) attempts)")
@@ -344,12 +339,28 @@ struct TableDumper {
         }
     }
 
-    func dumpKernelElements(of set: NFTSet) throws -> [KernelElement] {
+    /// One element dump; nil when it saw the same element twice (a torn dump, read again).
+    private func dumpElementsOnce(of set: NFTSet) throws -> [SetElement]? {
         let filter = try NftnlSet()
         nftnl_set_set_str(filter.handle, nla(NFTNL_SET_TABLE), id.name)
         nftnl_set_set_str(filter.handle, nla(NFTNL_SET_NAME), set.name)
-        final class Acc { var list: [KernelElement] = [] }
-        let acc = Acc()
+        // Interval sets need all elements before they can be paired up; plain sets and maps are
+        // decoded element by element straight from libnftnl's buffers (the 100k-element path).
+        final class Acc {
+            let fields: [DataType]
+            let data: MapData?
+            let direct: Bool
+            var kernel: [KernelElement] = []
+            var elements: [SetElement] = []
+            var seen = Set<Int>()
+            var torn = false
+            init(_ set: NFTSet) {
+                fields = set.key.fields
+                data = set.data
+                direct = !set.flags.contains(.interval)
+            }
+        }
+        let acc = Acc(set)
         try conn.request(context: context("elements of set \(set.name)"), build: { buf, seq in
             let nlh = nftnl_nlmsg_build_hdr(buf.assumingMemoryBound(to: CChar.self), msgType(NFT_MSG_GETSETELEM), family, UInt16(NLM_F_DUMP), seq)!
             nftnl_set_elems_nlmsg_build_payload(nlh, filter.handle)
@@ -359,11 +370,40 @@ struct TableDumper {
             if nftnl_set_elems_nlmsg_parse(nlh, s.handle) < 0 { throw NetfilterError.malformedReply("NEWSETELEM does not parse") }
             _ = nftnl_set_elem_foreach(s.handle, { e, data in
                 let acc = Unmanaged<Acc>.fromOpaque(data!).takeUnretainedValue()
-                acc.list.append(TableDumper.kernelElement(e!))
+                if acc.direct {
+                    TableDumper.decodeDirect(e!, into: acc.fields, data: acc.data, elements: &acc.elements, seen: &acc.seen, torn: &acc.torn)
+                } else {
+                    acc.kernel.append(TableDumper.kernelElement(e!))
+                }
                 return 0
             }, Unmanaged.passUnretained(acc).toOpaque())
         })
-        return acc.list
+        if acc.direct { return acc.torn ? nil : acc.elements }
+        var seen = Set<KernelElement>(minimumCapacity: acc.kernel.count)
+        if acc.kernel.contains(where: { !seen.insert($0).inserted }) { return nil }
+        return ElementEncoding.modelElements(acc.kernel, of: set).elements
+    }
+
+    /// Decodes one element of a non-interval set. A key seen twice marks the dump as torn
+    /// (compared by 64-bit hash: a collision costs one needless re-read, nothing worse).
+    static func decodeDirect(_ e: OpaquePointer, into fields: [DataType], data mapData: MapData?,
+                             elements: inout [SetElement], seen: inout Set<Int>, torn: inout Bool) {
+        var len: UInt32 = 0
+        guard let p = nftnl_set_elem_get(e, nla(NFTNL_SET_ELEM_KEY), &len) else { return }
+        let key = UnsafeRawBufferPointer(start: p, count: Int(len))
+        var hasher = Hasher()
+        hasher.combine(bytes: key)
+        if !seen.insert(hasher.finalize()).inserted { torn = true }
+        guard let parts = ElementEncoding.splitKey(key, fields: fields) else { return }
+        var data: ElementData?
+        if mapData != nil {
+            let k = kernelElement(e)
+            data = k.data
+            if data == nil, case .value(let t)? = mapData, let raw = k.rawData {
+                data = ElementEncoding.value(raw[...], as: t).map { .value($0) }
+            }
+        }
+        elements.append(SetElement(key: parts, data: data))
     }
 
     static func kernelElement(_ e: OpaquePointer) -> KernelElement {

@@ -230,10 +230,13 @@ do {
         guard args.count == 2 else { fail("usage: bulkhead-bench commit100k NETNS") }
         try commit100k(namespace: args[1])
     case "dump"?:
+        // bulkhead-bench dump NETNS [N]: time N dumps of the benchmark table.
         let nf = try NetlinkNetfilter(namespace: args[1])
-        let t0 = ContinuousClock.now
-        let t = try nf.dump(table: tableID)
-        print("sets \(t?.sets.map { "\($0.name):\($0.elements.count)" } ?? []) in \(ContinuousClock.now - t0)")
+        for _ in 0..<(args.count > 2 ? Int(args[2]) ?? 1 : 1) {
+            let t0 = ContinuousClock.now
+            let t = try nf.dump(table: tableID)
+            print("sets \(t?.sets.map { "\($0.name):\($0.elements.count)" } ?? []) in \(ContinuousClock.now - t0)")
+        }
     case "privilege-check"?:
         guard args.count == 2 else { fail("usage: bulkhead-bench privilege-check NETNS") }
         let nf = try NetlinkNetfilter(namespace: args[1])
