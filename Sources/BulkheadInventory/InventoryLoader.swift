@@ -2,8 +2,11 @@ import BulkheadYAML
 
 /// Reads an inventory snapshot (YAML or JSON, one document) with the same loader and diagnostics as policies.
 public enum InventoryLoader {
+    /// A snapshot of 10,000 containers is about 1.5 MB; policies keep the 1 MiB limit.
+    public static let maxBytes = 64 << 20
+
     public static func load(path: String) -> (Inventory?, [Diagnostic]) {
-        switch SourceFile.read(path) {
+        switch SourceFile.read(path, limit: maxBytes) {
         case .failure(.unreadable(let why)):
             return (nil, [Diagnostic(.error, .unreadable, "cannot read inventory: \(why)", file: path, at: .start)])
         case .success(let bytes):
@@ -12,7 +15,7 @@ public enum InventoryLoader {
     }
 
     public static func load(_ bytes: [UInt8], file: String) -> (Inventory?, [Diagnostic]) {
-        let parsed = YAMLLoader().load(bytes, file: file)
+        let parsed = YAMLLoader(maxBytes: maxBytes).load(bytes, file: file)
         let sink = DiagnosticSink(file: file)
         sink.append(contentsOf: parsed.diagnostics)
         guard !parsed.hasErrors, let root = parsed.documents.first else { return (nil, sink.diagnostics) }

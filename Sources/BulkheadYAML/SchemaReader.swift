@@ -129,7 +129,8 @@ public enum SourceFile {
         case unreadable(String)
     }
 
-    public static func read(_ path: String) -> Result<[UInt8], ReadError> {
+    /// Reads at most `limit` + 1 bytes: enough for the loader to tell that a file is over its limit.
+    public static func read(_ path: String, limit: Int = 1 << 20) -> Result<[UInt8], ReadError> {
         guard let handle = fopen(path, "rb") else {
             return .failure(.unreadable(String(cString: strerror(errno))))
         }
@@ -144,7 +145,7 @@ public enum SourceFile {
                 break
             }
             // Stop early: the loader refuses anything over its limit anyway.
-            if bytes.count > (1 << 20) + 1 { break }
+            if bytes.count > limit { break }
         }
         return .success(bytes)
     }
