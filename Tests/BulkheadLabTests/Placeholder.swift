@@ -1,3 +1,0 @@
-import Testing
-import BulkheadLab
-@Test func labModuleLinks() {}
