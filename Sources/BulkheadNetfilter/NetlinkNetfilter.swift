@@ -42,6 +42,15 @@ public struct CommitStatistics: Sendable, Equatable {
     public var sendToAck: Duration
 }
 
+/// What the last `dump` cost.
+public struct DumpStatistics: Sendable, Equatable {
+    /// Whole-table reads (more than one when someone committed during the read).
+    public var tableReads: Int
+    /// Set element dumps read again because the kernel's hash table was resized mid-dump.
+    public var tornElementDumps: Int
+    public var duration: Duration
+}
+
 /// Whether to use table ownership flags.
 public enum OwnershipPreference: Sendable {
     /// Probe the kernel and use owner|persist when it has both.
@@ -76,6 +85,9 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
     private var _lastCommit: CommitStatistics?
     /// Statistics of the last successful `apply`.
     public var lastCommit: CommitStatistics? { try? locked { _lastCommit } }
+    private var _lastDump: DumpStatistics?
+    /// Statistics of the last successful `dump`.
+    public var lastDump: DumpStatistics? { try? locked { _lastDump } }
 
     /// Opens a socket (in `namespace`, a name under /var/run/netns or a path) and probes
     /// table ownership support.
@@ -129,11 +141,17 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
             // Several dumps (table, chains, sets, elements, rules) are only consistent if nobody
             // committed in between: compare the generation before and after, and retry.
             var attempt = 0
+            let clock = ContinuousClock()
+            let start = clock.now
             while true {
                 let before = try conn.readGeneration()
-                let result = try TableDumper(conn: conn, id: table).dump()
+                let dumper = TableDumper(conn: conn, id: table)
+                let result = try dumper.dump()
                 let after = try conn.readGeneration()
-                if before == after { return result }
+                if before == after {
+                    _lastDump = DumpStatistics(tableReads: attempt + 1, tornElementDumps: dumper.torn.count, duration: clock.now - start)
+                    return result
+                }
                 attempt += 1
                 if attempt >= 5 {
                     throw NetfilterError.malformedReply("the ruleset kept changing while table \(table) was read (5 attempts)")
@@ -213,6 +231,8 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
 struct TableDumper {
     let conn: NetlinkConnection
     let id: TableID
+    final class Counter { var count = 0 }
+    let torn = Counter()
     var family: UInt16 { UInt16(id.family.number) }
 
     func dump() throws -> Table? {
@@ -331,6 +351,7 @@ struct TableDumper {
         var attempt = 0
         while true {
             if let elements = try dumpElementsOnce(of: set) { return elements }
+            torn.count += 1
             attempt += 1
             if attempt >= 8 {
                 throw NetfilterError.malformedReply("set \(set.name) kept changing shape while it was read (\(attempt) attempts)")
