@@ -159,3 +159,31 @@ struct ReachabilityTests {
         }
     }
 }
+
+/// The whole matrix of the example lab, as `verify` will run it, against the oracle of a host with no
+/// firewall: everything passes, including between networks (the lab routes between bridges and does
+/// not emulate Docker's inter-network isolation).
+@Suite(.enabled(if: LabSupport.enabled, "needs root (or CI=true, where it must fail instead of skip)"))
+struct TruthTableTests {
+    @Test func fullMatrixWithoutFirewallMatchesAnAllowAllOracle() throws {
+        let inventory = try LabSupport.exampleInventory()
+        let start = ContinuousClock.now
+        try LabSupport.withLab(inventory) { lab, runner in
+            print("lab: example lab built in \(ContinuousClock.now - start)")
+            let probes = lab.probeMatrix(traffic: [.tcp(8080), .udp(5353), .icmp])
+            #expect(probes == probes.sorted())
+            let t0 = ContinuousClock.now
+            let rows = try runner.truthTable(probes) { _, _ in (true, "no firewall") }
+            print("lab: \(rows.count)-probe matrix in \(ContinuousClock.now - t0)")
+            let mismatches = rows.filter { !$0.matches }
+            #expect(mismatches.isEmpty, "\(mismatches.prefix(20).map(\.description).joined(separator: "\n"))")
+
+            // Source addresses the evaluator should judge by.
+            let prometheusToResolver = Probe(from: .container("monitoring-prometheus-1"), to: IPAddress("172.22.0.2")!, traffic: .icmp)
+            #expect(lab.sourceAddress(for: prometheusToResolver) == IPAddress("172.22.0.10"))
+            let viaDefault = Probe(from: .container("monitoring-prometheus-1"), to: IPAddress("203.0.113.10")!, traffic: .icmp)
+            #expect(lab.sourceAddress(for: viaDefault) == IPAddress("172.22.0.10"), "default route is on infra, first by name")
+            #expect(lab.sourceAddress(for: Probe(from: .world, to: IPAddress("fd00:20::2")!, traffic: .icmp)) == IPAddress("2001:db8:ffff::10"))
+        }
+    }
+}

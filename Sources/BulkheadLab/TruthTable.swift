@@ -1,0 +1,74 @@
+import BulkheadInventory
+import BulkheadPolicy
+
+extension Lab {
+    /// The source address the kernel picks for a probe in this topology: the sender's address on a
+    /// network whose subnet holds the destination, else its address on the network of its default
+    /// route (the first by name with that family); for the world, the first world address of the
+    /// family (the probe runner binds it); for the host, nil (the gateway towards the destination).
+    /// This is the address an evaluator must judge the probe by.
+    public func sourceAddress(for probe: Probe) -> IPAddress? {
+        let l = layout
+        switch probe.from {
+        case .host:
+            return nil
+        case .world:
+            return l.world.addresses.first { $0.isIPv4 == probe.to.isIPv4 }?.address
+        case .container(let name):
+            guard let node = l.node(name) else { return nil }
+            let family = node.links.flatMap(\.addresses).filter { $0.isIPv4 == probe.to.isIPv4 }
+            if let onLink = family.first(where: { $0.normalized.contains(probe.to) }) { return onLink.address }
+            return family.first?.address
+        }
+    }
+
+    /// Every probe from each party to each address of every other party (and of itself when
+    /// `includeSelf`), for each kind of traffic, sorted. Parties default to host, world and every container.
+    public func probeMatrix(traffic: [Traffic], parties: [Party]? = nil, includeSelf: Bool = false) -> [Probe] {
+        let all = parties ?? ([.host, .world] + containers.map { Party.container($0) })
+        var probes: [Probe] = []
+        for from in all {
+            for to in all where includeSelf || to != from {
+                for address in addresses(of: to) {
+                    for t in traffic { probes.append(Probe(from: from, to: address, traffic: t)) }
+                }
+            }
+        }
+        return probes.sorted()
+    }
+}
+
+/// One row of a truth table: a probe, what the oracle expected, and what happened.
+public struct TruthTableRow: Sendable, Hashable, CustomStringConvertible {
+    public var result: ProbeResult
+    /// The address the oracle judged the probe's source by (see `Lab.sourceAddress(for:)`).
+    public var source: IPAddress?
+    /// Whether the oracle (usually the policy evaluator) says the traffic passes.
+    public var expectedToPass: Bool
+    /// Why the oracle decided so (for example the policy line), for reports.
+    public var reason: String?
+
+    /// With a server on every probed port, passing means answered; anything else was stopped.
+    public var passed: Bool { result.outcome == .answered }
+    public var matches: Bool { passed == expectedToPass }
+
+    public var description: String {
+        "\(matches ? "ok      " : "MISMATCH") \(result) — expected \(expectedToPass ? "pass" : "blocked")"
+            + (reason.map { ": \($0)" } ?? "")
+    }
+}
+
+extension ProbeRunner {
+    /// Starts servers on every probed port, runs the probes and compares each with the oracle.
+    /// - Parameter oracle: given the probe and its source address, whether it should pass, and why.
+    /// - Returns: one row per probe, in the order given.
+    public func truthTable(_ probes: [Probe], oracle: (Probe, IPAddress?) -> (passes: Bool, reason: String?)) throws -> [TruthTableRow] {
+        try startServers(for: probes)
+        let results = try run(probes)
+        return results.map { r in
+            let source = lab.sourceAddress(for: r.probe)
+            let verdict = oracle(r.probe, source)
+            return TruthTableRow(result: r, source: source, expectedToPass: verdict.passes, reason: verdict.reason)
+        }
+    }
+}
