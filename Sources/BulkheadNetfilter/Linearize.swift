@@ -132,15 +132,18 @@ struct Linearizer {
                     guard m.fields.count == 1 else { throw invalid("a concatenation can only be matched against a set") }
                     out.append(Self.load(first, into: 1))
                     if case .ctState(let state) = v {
-                        // nft: `ct state X` tests bits (bitwise & X, cmp neq 0); `ct state != X`
-                        // compares the value (cmp neq X), which for one state is the same test.
-                        if m.negated {
+                        // `ct state X` tests bits: bitwise & X, cmp neq 0 (as nft). For `!=` with one
+                        // state nft compares the value (cmp neq X), the same test since the register
+                        // holds exactly one state bit. With several states nft 1.0.6 also emits
+                        // cmp neq X, which is true for *every* packet (2 != 6); BulkheadRuleset
+                        // refuses that rule, and should one get here we emit the intended test,
+                        // bitwise & X, cmp eq 0.
+                        if m.negated && state.rawValue.nonzeroBitCount == 1 {
                             out.append(.cmp(sreg: 1, op: NFT.cmpNeq, data: v.bytes))
                         } else {
                             out.append(.bitwise(sreg: 1, dreg: 1, length: 4, mask: v.bytes, xor: [0, 0, 0, 0]))
-                            out.append(.cmp(sreg: 1, op: NFT.cmpNeq, data: [0, 0, 0, 0]))
+                            out.append(.cmp(sreg: 1, op: m.negated ? NFT.cmpEq : NFT.cmpNeq, data: [0, 0, 0, 0]))
                         }
-                        _ = state
                     } else if case .ifname(let name) = v, name.hasSuffix("*") {
                         // A wildcard compares only the prefix bytes (no NUL), as nft does.
                         out.append(.cmp(sreg: 1, op: op, data: Array(name.dropLast().utf8)))
