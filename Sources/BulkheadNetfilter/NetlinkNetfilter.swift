@@ -48,6 +48,7 @@ public struct DumpStatistics: Sendable, Equatable {
     public var tableReads: Int
     /// Set element dumps read again because the kernel's hash table was resized mid-dump.
     public var tornElementDumps: Int
+    /// Wall time of the whole dump, re-reads included.
     public var duration: Duration
 }
 
