@@ -109,7 +109,7 @@ public final class Lab: @unchecked Sendable {
     @discardableResult
     public func run(in namespace: String, _ command: [String]) throws -> String {
         guard layout.namespaces.contains(namespace) else {
-            throw LabError.invalidInventory("namespace \(namespace) does not belong to lab \(name)")
+            throw LabError.foreignNamespace(namespace, lab: name)
         }
         return try runner.run(["ip", "netns", "exec", namespace] + command, purpose: "running a command in \(namespace)")
     }

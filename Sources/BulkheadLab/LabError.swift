@@ -18,6 +18,8 @@ public enum LabError: Error, Hashable, Sendable, CustomStringConvertible {
     case duplicateContainer(String)
     /// The lab was destroyed and can no longer be changed or probed.
     case destroyed(String)
+    /// `Lab.run(in:)` was asked to run in a namespace that is not one of the lab's.
+    case foreignNamespace(String, lab: String)
     /// A system call on a namespace or socket failed.
     case system(call: String, target: String, errno: Int32)
 
@@ -27,9 +29,18 @@ public enum LabError: Error, Hashable, Sendable, CustomStringConvertible {
             return "the lab needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) to create network namespaces: run the tests as root"
         case .commandFailed(let command, let status, let stderr, let purpose):
             let why = stderr.trimmingCharacters(in: .whitespacesAndNewlines)
+            let next: String
+            if status == 127 || why.contains("No such file") && why.contains("exec") {
+                next = "install iproute2 (and the tool named) or put it in /usr/sbin"
+            } else if why.contains("File exists") {
+                next = "a leftover of an earlier run holds the name: remove it with Lab.cleanupStale(prefix:)"
+            } else if why.contains("Operation not permitted") || why.contains("Permission denied") {
+                next = "run as root (CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+            } else {
+                next = "run the command by hand to see more"
+            }
             return "\(purpose): `\(command.joined(separator: " "))` failed (exit \(status))"
-                + (why.isEmpty ? "" : ": \(why)")
-                + " — check that iproute2 is installed and that no stale namespace blocks the name (Lab.cleanupStale(prefix:))"
+                + (why.isEmpty ? "" : ": \(why)") + " — \(next)"
         case .invalidInventory(let why):
             return "cannot build a lab from this inventory: \(why)"
         case .sysctlMismatch(let ns, let key, let expected, let actual):
@@ -40,6 +51,8 @@ public enum LabError: Error, Hashable, Sendable, CustomStringConvertible {
             return "the lab already has a container named '\(name)': remove it first"
         case .destroyed(let name):
             return "lab \(name) was destroyed: create a new one"
+        case .foreignNamespace(let ns, let lab):
+            return "namespace \(ns) does not belong to lab \(lab): use lab.hostNamespace, lab.worldNamespace or lab.namespace(ofContainer:)"
         case .system(let call, let target, let e):
             return "\(call) on \(target) failed: \(errnoName(e)) (\(String(cString: strerror(e))))"
         }

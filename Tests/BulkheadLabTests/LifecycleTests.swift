@@ -23,6 +23,7 @@ struct LifecycleTests {
         #expect(try LabSupport.namespaces().filter { $0.hasPrefix(lab.name + "-") } == [])
         #expect(lab.destroy().isEmpty, "destroy is idempotent")
         #expect(throws: LabError.destroyed(lab.name)) { try lab.removeContainer(named: "shop-api-1") }
+        #expect(throws: LabError.foreignNamespace("bh-other", lab: lab.name)) { try lab.run(in: "bh-other", ["true"]) }
     }
 
     @Test func deinitDestroys() throws {
