@@ -10,6 +10,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // C libraries. Only BulkheadYAML imports CYAML; only BulkheadNetfilter imports CNetfilter.
@@ -36,6 +39,14 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset"]),
+        .target(name: "BulkheadAgent", dependencies: [
+            "BulkheadEngine", "BulkheadDocker", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
         .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
@@ -59,6 +70,7 @@ let package = Package(
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

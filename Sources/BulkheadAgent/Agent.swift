@@ -1,0 +1,394 @@
+import BulkheadCompiler
+import BulkheadDocker
+import BulkheadEngine
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+import BulkheadYAML
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Settings of `bulkhead agent`.
+public struct AgentConfiguration: Sendable {
+    public var policyPaths: [String]
+    public var listenHost: String = "127.0.0.1"
+    /// 0 picks a free port (tests).
+    public var listenPort: Int = 9641
+    /// Full compare with the kernel (drift repair) at least this often.
+    public var resyncInterval: Duration = .seconds(30)
+    /// How often the ruleset generation is read to notice other writers.
+    public var generationPollInterval: Duration = .seconds(1)
+    public var policyPollInterval: Duration = .milliseconds(500)
+    /// Backoff after a failure (Docker unreachable, kernel refused): doubles from min to max.
+    public var minimumBackoff: Duration = .milliseconds(100)
+    public var maximumBackoff: Duration = .seconds(5)
+
+    public init(policyPaths: [String]) {
+        self.policyPaths = policyPaths
+    }
+}
+
+/// The host agent: keeps the kernel's `inet bulkhead` table equal to what the policies say about
+/// the containers Docker runs, within milliseconds of each change.
+///
+/// - It reconciles on Docker events, on policy file changes, when the ruleset generation moves
+///   without it, and periodically; reasons that arrive during a reconcile coalesce.
+/// - An invalid policy edit is reported with the same diagnostics as `validate`; the last good
+///   policies stay enforced.
+/// - It never programs from an empty or partial container list: while Docker is unreachable the
+///   rules stay as they are, readiness is false, and it retries with backoff.
+/// - When it stops, the rules stay in the kernel (fail static); `bulkhead uninstall` removes them.
+public final class Agent: ServiceLifecycle.Service, Sendable {
+    public let configuration: AgentConfiguration
+    public let metrics = MetricsRegistry()
+    let backend: any NetfilterBackend
+    let source: any ContainerSource
+    let logger: Logger
+    let triggers = TriggerBox()
+    let planner: Planner
+    private let state = Mutex(State())
+    /// Called with the bound HTTP port once listening (tests use port 0).
+    let onListening: @Sendable (Int) -> Void
+
+    struct State {
+        var policies: PolicySet?
+        var policySignature: [String] = []
+        var inventory: Inventory?
+        var inventoryDirty = true
+        var dockerUp = false
+        var lastApplied: Table?
+        var lastGeneration: UInt32?
+        var reconciledOnce = false
+        var lastCounters: (time: ContinuousClock.Instant, table: Table?)?
+    }
+
+    public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
+                logger: Logger = Logger(label: "bulkhead.agent"), planner: Planner = Planner(),
+                onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.configuration = configuration
+        self.backend = backend
+        self.source = source
+        self.logger = logger
+        self.planner = planner
+        self.onListening = onListening
+        describeMetrics()
+    }
+
+    /// True once a reconcile has succeeded while Docker is reachable and policies are loaded.
+    public var isReady: Bool {
+        state.withLock { $0.reconciledOnce && $0.dockerUp && $0.policies != nil }
+    }
+
+    public func run() async throws {
+        logger.info("agent starting", metadata: ["policies": "\(configuration.policyPaths.joined(separator: ","))",
+                                                 "listen": "\(configuration.listenHost):\(configuration.listenPort)"])
+        loadPolicies(initial: true)
+        triggers.signal(.startup)
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await self.serveHTTP() }
+                group.addTask { await self.followDocker() }
+                group.addTask { await self.watchPolicies() }
+                group.addTask { await self.watchGeneration() }
+                group.addTask { await self.periodicResync() }
+                group.addTask { await self.reconcileLoop() }
+            }
+        } onGracefulShutdown: {
+            self.logger.info("agent stopping; the rules stay in the kernel (run `bulkhead uninstall` to remove them)")
+        }
+    }
+
+    // MARK: - Loops
+
+    func serveHTTP() async throws {
+        let endpoint = HTTPEndpoint(host: configuration.listenHost, port: configuration.listenPort) { [self] path in
+            switch path {
+            case "/metrics":
+                refreshKernelCounters()
+                return .init(contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+            case "/healthz":
+                return .init(body: "ok\n")
+            case "/readyz":
+                return isReady ? .init(body: "ready\n") : .init(status: .serviceUnavailable, body: readinessProblem() + "\n")
+            default:
+                return .init(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
+            }
+        }
+        try await endpoint.run(onBound: { [self] port in
+            logger.info("listening", metadata: ["address": "\(configuration.listenHost):\(port)"])
+            onListening(port)
+        })
+    }
+
+    func readinessProblem() -> String {
+        state.withLock { s in
+            if s.policies == nil { return "not ready: no valid policies loaded" }
+            if !s.dockerUp { return "not ready: Docker is unreachable (the last rules stay enforced)" }
+            if !s.reconciledOnce { return "not ready: first reconcile has not succeeded yet" }
+            return "ready"
+        }
+    }
+
+    /// Follows Docker: subscribe to events, list, then mark the inventory dirty on every event.
+    /// Any gap (stream error) re-lists after a backoff; the rules are never touched meanwhile.
+    func followDocker() async {
+        var backoff = configuration.minimumBackoff
+        while !Task.isCancelled {
+            let since = Date()
+            let events = source.events(since: since.addingTimeInterval(-1))
+            do {
+                let inventory = try await source.inventory()
+                let wasDown = state.withLock { s in
+                    let was = !s.dockerUp
+                    s.inventory = inventory
+                    s.inventoryDirty = false
+                    s.dockerUp = true
+                    return was
+                }
+                metrics.set("bulkhead_docker_up", 1)
+                if wasDown { logger.info("docker reachable", metadata: ["containers": "\(inventory.containers.count)"]) }
+                backoff = configuration.minimumBackoff
+                triggers.signal(.docker)
+                for try await event in events {
+                    logger.debug("docker event", metadata: ["event": "\(event)"])
+                    state.withLock { $0.inventoryDirty = true }
+                    triggers.signal(.docker)
+                }
+                if Task.isCancelled { return }
+                throw DockerGap.streamEnded
+            } catch {
+                if Task.isCancelled { return }
+                state.withLock { $0.dockerUp = false }
+                metrics.set("bulkhead_docker_up", 0)
+                logger.warning("docker unreachable; keeping the last rules, retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, configuration.maximumBackoff)
+            }
+        }
+    }
+
+    enum DockerGap: Error { case streamEnded }
+
+    func watchPolicies() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.policyPollInterval)
+            if Task.isCancelled { return }
+            loadPolicies(initial: false)
+        }
+    }
+
+    /// Reloads policies when their files changed; keeps the last good ones when the new ones have errors.
+    func loadPolicies(initial: Bool) {
+        let signature = PolicyWatcher(paths: configuration.policyPaths).signature()
+        let changed = state.withLock { s in
+            guard s.policySignature != signature else { return false }
+            s.policySignature = signature
+            return true
+        }
+        guard changed else { return }
+        let loaded = PolicyLoader.load(paths: configuration.policyPaths)
+        let errors = loaded.diagnostics.filter { $0.severity == .error }
+        if !errors.isEmpty {
+            metrics.set("bulkhead_policy_errors", Double(errors.count))
+            metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "invalid"])
+            for d in errors { logger.error("invalid policy", metadata: ["diagnostic": "\(d.formatted)"]) }
+            let kept = state.withLock { $0.policies != nil }
+            logger.error(kept ? "policy edit rejected; the last good policies stay enforced" : "no valid policies yet; nothing is programmed until they are fixed",
+                         metadata: ["errors": "\(errors.count)"])
+            return
+        }
+        metrics.set("bulkhead_policy_errors", 0)
+        metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "loaded"])
+        state.withLock { $0.policies = loaded.policies }
+        logger.info("policies loaded", metadata: ["files": "\(loaded.files.count)", "segments": "\(loaded.policies.segments.count)"])
+        if !initial { triggers.signal(.policy) }
+    }
+
+    func watchGeneration() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.generationPollInterval)
+            if Task.isCancelled { return }
+            guard let generation = try? backend.generation() else { continue }
+            let moved = state.withLock { s in s.lastGeneration != nil && s.lastGeneration != generation }
+            if moved { triggers.signal(.generation) }
+        }
+    }
+
+    func periodicResync() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.resyncInterval)
+            if Task.isCancelled { return }
+            triggers.signal(.resync)
+        }
+    }
+
+    func reconcileLoop() async {
+        var backoff = configuration.minimumBackoff
+        while !Task.isCancelled {
+            let reasons = await triggers.next()
+            if Task.isCancelled || reasons.isEmpty { return }
+            if await reconcile(reasons) {
+                backoff = configuration.minimumBackoff
+            } else {
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, configuration.maximumBackoff)
+                triggers.signal(.retry)
+            }
+        }
+    }
+
+    // MARK: - Reconcile
+
+    /// One reconcile. Returns false when it should be retried.
+    @discardableResult
+    func reconcile(_ reasons: Set<ReconcileReason>) async -> Bool {
+        let clock = ContinuousClock()
+        let started = clock.now
+        let reasonText = reasons.map(\.rawValue).sorted().joined(separator: ",")
+
+        // Re-list when Docker said something changed; never fall back to an empty list.
+        if state.withLock({ $0.inventoryDirty && $0.dockerUp }) {
+            do {
+                let inventory = try await source.inventory()
+                state.withLock {
+                    $0.inventory = inventory
+                    $0.inventoryDirty = false
+                }
+            } catch {
+                state.withLock { $0.dockerUp = false }
+                metrics.set("bulkhead_docker_up", 0)
+                logger.warning("cannot list containers; keeping the last rules", metadata: ["error": "\(error)"])
+                return false
+            }
+        }
+        let (policies, inventory, cached, lastGeneration) = state.withLock { ($0.policies, $0.inventory, $0.lastApplied, $0.lastGeneration) }
+        guard let policies, let inventory else {
+            logger.info("waiting before programming anything", metadata: ["policies": "\(policies != nil)", "inventory": "\(inventory != nil)"])
+            return true
+        }
+        // Compare with the kernel itself at start-up, on resync, when someone else committed, and
+        // after a failure; otherwise with what we last wrote (the table is ours: owner flag).
+        let compareWithKernel = cached == nil || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
+        do {
+            let plan: Plan
+            var drift: Plan?
+            if compareWithKernel {
+                let generation = try backend.generation()
+                let live = try backend.dump(table: Planner.tableID)
+                plan = try planner.plan(policies: policies, inventory: inventory, live: live, baseline: .kernel(generation: generation))
+                if let cached, lastGeneration != nil {
+                    let expected = try Diff.between(desired: cached, live: live, table: Planner.tableID)
+                    if !expected.isEmpty { drift = plan }
+                }
+                if live == nil || reasons.contains(.startup) { try adoptTable(live: live) }
+            } else {
+                plan = try planner.plan(policies: policies, inventory: inventory, live: cached,
+                                        baseline: .kernel(generation: lastGeneration ?? 0))
+            }
+            var generation = lastGeneration
+            if plan.hasChanges {
+                // With a kernel read, the generation check makes a concurrent writer fail the commit
+                // (we retry); with our own cached view the table's owner flag already excludes others.
+                generation = try backend.apply(plan.transaction, expectedGeneration: compareWithKernel ? plan.baselineGeneration : nil)
+            } else if compareWithKernel {
+                generation = plan.baselineGeneration
+            }
+            let desired = plan.desired
+            let managed = inventory.containers.filter { !(Evaluator(policies: policies, inventory: inventory).membership[$0.name] ?? []).isEmpty }.count
+            state.withLock { s in
+                s.lastApplied = desired
+                s.lastGeneration = generation
+                s.reconciledOnce = true
+            }
+            let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
+            metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
+            metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+            metrics.set("bulkhead_last_success_timestamp_seconds", Date().timeIntervalSince1970)
+            metrics.increment("bulkhead_operations_applied_total", by: Double(plan.transaction.operations.count))
+            metrics.set("bulkhead_managed_containers", Double(managed))
+            if let drift, drift.hasChanges {
+                metrics.increment("bulkhead_drift_repairs_total")
+                logger.warning("drift repaired: our table had been changed behind our back", metadata: [
+                    "operations": "\(drift.transaction.operations.count)",
+                    "changes": "\(drift.operationCounts.map { "\($0.1) \($0.0)" }.joined(separator: ", "))",
+                    "reopened": "\(drift.opened.map(\.grant.description).joined(separator: "; "))",
+                    "foreign_rules": "\(drift.foreignRules.count)",
+                ])
+            }
+            logger.info("reconciled", metadata: [
+                "reasons": "\(reasonText)",
+                "operations": "\(plan.transaction.operations.count)",
+                "opened": "\(plan.opened.count)", "closed": "\(plan.closed.count)",
+                "membership_changes": "\(plan.membership.count)",
+                "duration_ms": "\(String(format: "%.2f", seconds * 1000))",
+            ])
+            return true
+        } catch {
+            metrics.increment("bulkhead_reconciles_total", labels: ["result": "error"])
+            state.withLock { $0.lastApplied = nil }  // read the kernel next time
+            logger.error("reconcile failed; the rules in the kernel are unchanged", metadata: ["error": "\(error)", "reasons": "\(reasonText)"])
+            return false
+        }
+    }
+
+    /// Re-sends the table header so the backend's ownership flags (owner,persist) make the table
+    /// ours again after a restart (the kernel lets a process adopt an orphaned persistent table).
+    func adoptTable(live: Table?) throws {
+        guard let live else { return }
+        var tx = Transaction(table: Planner.tableID, current: live)
+        try tx.add(.table(live.header))
+        _ = try backend.apply(tx, expectedGeneration: nil)
+    }
+
+    // MARK: - Metrics
+
+    func describeMetrics() {
+        metrics.describe("bulkhead_reconciles_total", type: "counter", "Reconciles by result (success, error).")
+        metrics.describe("bulkhead_reconcile_duration_seconds", type: "histogram", "Time from trigger to the kernel's ack.")
+        metrics.describe("bulkhead_last_success_timestamp_seconds", type: "gauge", "Unix time of the last successful reconcile.")
+        metrics.describe("bulkhead_operations_applied_total", type: "counter", "nftables operations committed.")
+        metrics.describe("bulkhead_drift_repairs_total", type: "counter", "Times our table was found changed behind our back and repaired.")
+        metrics.describe("bulkhead_managed_containers", type: "gauge", "Containers that match some service.")
+        metrics.describe("bulkhead_docker_up", type: "gauge", "1 while the Docker API answers.")
+        metrics.describe("bulkhead_policy_errors", type: "gauge", "Errors in the policy files on disk (the last good policies stay enforced).")
+        metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid).")
+        metrics.describe("bulkhead_flow_packets_total", type: "counter", "Packets of new connections allowed, per flow (file:line), from the kernel's counters.")
+        metrics.describe("bulkhead_denied_packets_total", type: "counter", "Packets denied (or audited), per identity, from the kernel's counters.")
+        metrics.set("bulkhead_docker_up", 0)
+        metrics.set("bulkhead_policy_errors", 0)
+        metrics.set("bulkhead_drift_repairs_total", 0)
+    }
+
+    /// Reads the kernel's rule counters into the flow and denial metrics (at most once a second).
+    func refreshKernelCounters() {
+        let clock = ContinuousClock()
+        let fresh = state.withLock { s in s.lastCounters.map { clock.now - $0.time < .seconds(1) } ?? false }
+        guard !fresh, let table = try? backend.dump(table: Planner.tableID) else { return }
+        state.withLock { $0.lastCounters = (clock.now, table) }
+        var allowed: [String: Double] = [:], denied: [String: Double] = [:]
+        for rule in table.rules {
+            guard let comment = rule.comment else { continue }
+            for case .counter(let packets, _) in rule.statements {
+                if rule.statements.last == .verdict(.accept), !rule.statements.contains(where: { if case .log = $0 { return true } else { return false } }) {
+                    allowed[comment, default: 0] += Double(packets)
+                } else if comment.hasSuffix(" denies") || comment.hasSuffix(" would deny") {
+                    let identity = comment.components(separatedBy: " ").first ?? comment
+                    denied[identity, default: 0] += Double(packets)
+                } else if comment.hasPrefix("unclassified") {
+                    denied["unclassified", default: 0] += Double(packets)
+                }
+            }
+        }
+        metrics.replaceAll("bulkhead_flow_packets_total", allowed.map { (["flow": $0.key], $0.value) })
+        metrics.replaceAll("bulkhead_denied_packets_total", denied.map { (["identity": $0.key], $0.value) })
+    }
+}
+
+extension Plan {
+    var baselineGeneration: UInt32? {
+        if case .kernel(let g) = baseline { return g }
+        return nil
+    }
+}
