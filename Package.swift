@@ -53,7 +53,7 @@ let package = Package(
             name: "bulkhead",
             dependencies: [
                 "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
-                "BulkheadRuleset", "BulkheadNetfilter",
+                "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -71,6 +71,10 @@ let package = Package(
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadEnforcementTests", dependencies: [
+            "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
+            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
+        ]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

@@ -6,10 +6,14 @@ import BulkheadYAML
 public struct Inventory: Sendable, Hashable, Codable {
     public var networks: [Network]
     public var containers: [Container]
+    /// The host's own addresses beyond the network gateways (its uplinks): traffic from or to
+    /// them is `host`, which the kernel sees in the input and output hooks, not `world`.
+    public var hostAddresses: [IPAddress]
 
-    public init(networks: [Network] = [], containers: [Container] = []) {
+    public init(networks: [Network] = [], containers: [Container] = [], hostAddresses: [IPAddress] = []) {
         self.networks = networks
         self.containers = containers
+        self.hostAddresses = hostAddresses
     }
 
     public func network(named name: String) -> Network? { networks.first { $0.name == name } }

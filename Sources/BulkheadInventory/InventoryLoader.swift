@@ -28,7 +28,10 @@ public enum InventoryLoader {
 
     static func read(_ root: YAMLNode, sink: DiagnosticSink) -> Inventory {
         var inventory = Inventory()
-        guard let doc = MappingReader(root, "the inventory", keys: ["networks", "containers"], sink: sink) else { return inventory }
+        guard let doc = MappingReader(root, "the inventory", keys: ["host", "networks", "containers"], sink: sink) else { return inventory }
+        if let hostNode = doc["host"], !hostNode.isNull, let h = MappingReader(hostNode, "host", keys: ["addresses"], sink: sink) {
+            inventory.hostAddresses = (h["addresses"]?.list("host addresses", sink: sink) ?? []).compactMap { address($0, "a host address", sink: sink) }
+        }
         var networkNames: [String: Mark] = [:]
         for node in doc["networks"]?.list("networks", sink: sink) ?? [] {
             guard let m = MappingReader(node, "a network", keys: ["name", "subnets", "gateways"], required: ["name"], sink: sink),

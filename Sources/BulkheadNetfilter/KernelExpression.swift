@@ -212,9 +212,10 @@ extension KernelExpression {
             self = .range(sreg: u32(NFTNL_EXPR_RANGE_SREG), op: u32(NFTNL_EXPR_RANGE_OP),
                           from: bytes(NFTNL_EXPR_RANGE_FROM_DATA), to: bytes(NFTNL_EXPR_RANGE_TO_DATA))
         case "counter":
-            // Counters keep counting in the kernel: the values are state, not configuration, so
-            // a dumped counter is read as a fresh one to compare equal with the model.
-            self = .counter(packets: 0, bytes: 0)
+            // The values are state, not configuration: comparisons (`Rule.sameContent`, the diff,
+            // `Delinearize.normalized`) ignore them, and metrics read them from here.
+            self = .counter(packets: nftnl_expr_get_u64(e, attr(NFTNL_EXPR_CTR_PACKETS)),
+                            bytes: nftnl_expr_get_u64(e, attr(NFTNL_EXPR_CTR_BYTES)))
         case "log" where !has(NFTNL_EXPR_LOG_FLAGS) || u32(NFTNL_EXPR_LOG_FLAGS) == 0:
             let group = has(NFTNL_EXPR_LOG_GROUP) ? nftnl_expr_get_u16(e, attr(NFTNL_EXPR_LOG_GROUP)) : nil
             // The kernel reports NFTA_LOG_LEVEL for every syslog-type log, 4 (warn) by default.

@@ -8,7 +8,8 @@ import BulkheadInventory
 /// Semantics (policy format v1):
 /// - a container is *managed* when some service's labels match it; it belongs to every such service;
 /// - an address is *governed* when it belongs to a managed container or lies in a subnet of a network
-///   some segment lists; the host's own addresses (network gateways) are `host`; everything else is `world`;
+///   some segment lists; the host's own addresses (network gateways and `Inventory.hostAddresses`)
+///   are `host`; everything else is `world`;
 /// - A → B is allowed when B is governed and a flow has one of B's services in `to` and A in `from`;
 ///   or B is not governed, A is, and a flow has one of A's services in `from` and B in `to`;
 ///   traffic with neither side governed is not Bulkhead's;
@@ -41,7 +42,7 @@ public struct Evaluator: Sendable {
         self.owners = owners
         let governed = policies.governedNetworks
         governedSubnets = inventory.networks.filter { governed.contains($0.name) }.flatMap(\.subnets).sorted()
-        hostAddresses = Set(inventory.networks.flatMap(\.gateways))
+        hostAddresses = Set(inventory.networks.flatMap(\.gateways) + inventory.hostAddresses)
         flows = policies.flows
         modes = Dictionary(uniqueKeysWithValues: policies.segments.map { ($0.name, $0.mode) })
     }

@@ -91,6 +91,10 @@ public enum JSONSchemas {
       "type": "object",
       "additionalProperties": false,
       "properties": {
+        "host": {
+          "type": "object", "additionalProperties": false,
+          "properties": { "addresses": { "type": "array", "items": { "type": "string" }, "description": "The host's own addresses beyond the gateways." } }
+        },
         "networks": {
           "type": "array",
           "items": {
