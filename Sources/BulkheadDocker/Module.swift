@@ -1,2 +1,0 @@
-/// Docker Engine API client (see DockerClient.swift).
-public enum BulkheadDockerModule {}

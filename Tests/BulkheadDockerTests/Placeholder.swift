@@ -1,3 +1,0 @@
-import Testing
-import BulkheadDocker
-@Test func dockerModuleLinks() {}
