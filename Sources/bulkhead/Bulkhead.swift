@@ -10,7 +10,7 @@ struct Bulkhead: ParsableCommand {
         66 an input path cannot be read.
         """,
         version: BulkheadVersion.current,
-        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, ExplainCommand.self, UninstallCommand.self, Schema.self]
+        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, ExplainCommand.self, VerifyCommand.self, UninstallCommand.self, Schema.self]
     )
 }
 
