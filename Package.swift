@@ -55,13 +55,18 @@ let package = Package(
                 "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
                 "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
 
         // Shared by the kernel tests: commands, throwaway network namespaces, the root check.
         .target(name: "BulkheadTestSupport", path: "Tests/Support"),
         // Benchmarks driven by scripts/bench.sh; never run as a test.
-        .executableTarget(name: "bulkhead-bench", dependencies: ["BulkheadRuleset", "BulkheadNetfilter"]),
+        .executableTarget(name: "bulkhead-bench", dependencies: [
+            "BulkheadRuleset", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy",
+            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker",
+        ]),
 
         .testTarget(name: "BulkheadPolicyTests", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadYAML"]),
         .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset"]),
@@ -73,6 +78,10 @@ let package = Package(
         .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
+            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
+        ]),
+        .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
+            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
         ]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),

@@ -51,6 +51,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     private let state = Mutex(State())
     /// Called with the bound HTTP port once listening (tests use port 0).
     let onListening: @Sendable (Int) -> Void
+    /// Called after every successful reconcile (benchmarks and tests time commits with it).
+    let onReconciled: @Sendable (ReconcileReport) -> Void
 
     struct State {
         var policies: PolicySet?
@@ -66,13 +68,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
                 logger: Logger = Logger(label: "bulkhead.agent"), planner: Planner = Planner(),
-                onListening: @escaping @Sendable (Int) -> Void = { _ in }) {
+                onListening: @escaping @Sendable (Int) -> Void = { _ in },
+                onReconciled: @escaping @Sendable (ReconcileReport) -> Void = { _ in }) {
         self.configuration = configuration
         self.backend = backend
         self.source = source
         self.logger = logger
         self.planner = planner
         self.onListening = onListening
+        self.onReconciled = onReconciled
         describeMetrics()
     }
 
@@ -317,6 +321,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     "foreign_rules": "\(drift.foreignRules.count)",
                 ])
             }
+            onReconciled(ReconcileReport(reasons: reasons, operations: plan.transaction.operations.count,
+                                         containers: inventory.containers.map(\.name), finishedAt: Date(), seconds: seconds))
             logger.info("reconciled", metadata: [
                 "reasons": "\(reasonText)",
                 "operations": "\(plan.transaction.operations.count)",
@@ -384,6 +390,19 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.replaceAll("bulkhead_flow_packets_total", allowed.map { (["flow": $0.key], $0.value) })
         metrics.replaceAll("bulkhead_denied_packets_total", denied.map { (["identity": $0.key], $0.value) })
     }
+}
+
+/// What one successful reconcile did.
+public struct ReconcileReport: Sendable {
+    public var reasons: Set<ReconcileReason>
+    /// nftables operations committed (0: the kernel already matched).
+    public var operations: Int
+    /// Containers in the inventory it enforced.
+    public var containers: [String]
+    /// Wall-clock time of the kernel's ack.
+    public var finishedAt: Date
+    /// From the start of the reconcile to the ack.
+    public var seconds: Double
 }
 
 extension Plan {

@@ -25,6 +25,9 @@ public enum InventorySnapshot {
         if let header {
             for line in header.split(separator: "\n", omittingEmptySubsequences: false) { out += "# \(line)\n" }
         }
+        if !inventory.hostAddresses.isEmpty {
+            out += "host:\n  addresses: \(flowList(inventory.hostAddresses.sorted().map(\.description)))\n"
+        }
         let networks = inventory.networks.sorted { $0.name < $1.name }
         out += networks.isEmpty ? "networks: []\n" : "networks:\n"
         for network in networks {

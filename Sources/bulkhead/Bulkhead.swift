@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct Bulkhead: ParsableCommand {
+struct Bulkhead: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bulkhead",
         abstract: "Container network segmentation: allow exactly the declared flows between containers.",
@@ -10,7 +10,7 @@ struct Bulkhead: ParsableCommand {
         66 an input path cannot be read.
         """,
         version: BulkheadVersion.current,
-        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, ExplainCommand.self, VerifyCommand.self, UninstallCommand.self, Schema.self]
+        subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, ExplainCommand.self, VerifyCommand.self, AgentCommand.self, InventoryCommand.self, UninstallCommand.self, Schema.self]
     )
 }
 

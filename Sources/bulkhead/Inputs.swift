@@ -1,5 +1,7 @@
 import ArgumentParser
+import BulkheadDocker
 import BulkheadInventory
+import Dispatch
 import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
@@ -13,8 +15,11 @@ struct SourceOptions: ParsableArguments {
     @Option(name: .customLong("policies"), help: "Policy file or directory (repeatable).")
     var policyPaths: [String] = ["policies"]
 
-    @Option(help: "Inventory snapshot (YAML or JSON) describing the containers and networks.")
+    @Option(help: "Inventory snapshot (YAML or JSON) describing the containers and networks. Default: ask Docker.")
     var inventory: String?
+
+    @Option(help: "Docker Engine API socket (unix:///path) used when --inventory is not given.")
+    var docker: String = "unix://" + DockerEndpoint.defaultSocketPath
 
     @Option(help: "Program the nftables of this network namespace (a name under /var/run/netns) instead of the current one.")
     var netns: String?
@@ -50,8 +55,7 @@ enum Inputs {
 
     static func inventory(_ options: SourceOptions) throws -> Inventory {
         guard let path = options.inventory else {
-            printError("no container metadata: pass --inventory FILE (an inventory snapshot; see README)")
-            throw Reported(status: ExitStatus.usage)
+            return try dockerInventory(options.docker)
         }
         let (inventory, diagnostics) = InventoryLoader.load(path: path)
         guard let inventory else {
@@ -60,6 +64,39 @@ enum Inputs {
             throw Reported(status: diagnostics.contains { $0.code == .unreadable } ? ExitStatus.noInput : ExitStatus.failure)
         }
         return inventory
+    }
+
+    /// Asks Docker for the live metadata (and adds the host's own addresses); refuses to go on
+    /// without it rather than acting on an empty list.
+    static func dockerInventory(_ endpoint: String) throws -> Inventory {
+        let client: DockerClient
+        do {
+            client = try DockerClient(endpoint: endpoint)
+        } catch {
+            printError("--docker: \(error)")
+            throw Reported(status: ExitStatus.usage)
+        }
+        let result = blocking { () async throws -> Inventory in try await client.inventory() }
+        switch result {
+        case .success(var inventory):
+            inventory.hostAddresses = LocalAddresses.read()
+            return inventory
+        case .failure(let error):
+            printError("cannot read container metadata from Docker: \(error); pass --inventory FILE to work from a snapshot. Nothing was changed")
+            throw Reported(status: ExitStatus.failure)
+        }
+    }
+
+    /// Runs async work from a synchronous command (the commands are otherwise synchronous).
+    static func blocking<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) -> Result<T, any Error> {
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task.detached {
+            do { box.result = .success(try await work()) } catch { box.result = .failure(error) }
+            done.signal()
+        }
+        done.wait()
+        return box.result!
     }
 
     /// Opens the kernel backend, or explains why it cannot be read.
@@ -82,4 +119,9 @@ struct StandardError: TextOutputStream {
         let bytes = Array(string.utf8)
         bytes.withUnsafeBufferPointer { _ = Glibc.write(2, $0.baseAddress, $0.count) }
     }
+}
+
+/// Carries a result out of a detached task; written once before the semaphore is signalled.
+final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
 }

@@ -1,0 +1,76 @@
+import ArgumentParser
+import BulkheadAgent
+import BulkheadDocker
+import BulkheadNetfilter
+import Logging
+import ServiceLifecycle
+
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run the host agent: keep the kernel in step with the policies and Docker, repair drift, serve metrics.",
+        discussion: """
+        Needs root (CAP_NET_ADMIN). Reconciles on Docker events, policy edits, foreign ruleset changes and every
+        --resync seconds. Logs to stderr, one line per reconcile. Serves /metrics, /healthz and /readyz.
+        SIGTERM or SIGINT stops it gracefully; the rules stay in the kernel (`bulkhead uninstall` removes them).
+        """
+    )
+
+    @Option(name: .customLong("policies"), help: "Policy file or directory (repeatable).")
+    var policyPaths: [String] = ["policies"]
+
+    @Option(help: "Docker Engine API socket (unix:///path).")
+    var docker: String = "unix://" + DockerEndpoint.defaultSocketPath
+
+    @Option(help: "Address for /metrics, /healthz and /readyz.")
+    var listen: String = "127.0.0.1:9641"
+
+    @Option(help: "Seconds between full compares with the kernel.")
+    var resync: Int = 30
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Program the nftables of this network namespace (a name under /var/run/netns).")
+    var netns: String?
+
+    func validate() throws {
+        guard let colon = listen.lastIndex(of: ":"), Int(listen[listen.index(after: colon)...]) != nil else {
+            throw ValidationError("--listen must be HOST:PORT, such as 127.0.0.1:9641")
+        }
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level: unknown level '\(logLevel)'") }
+        guard resync > 0 else { throw ValidationError("--resync must be a positive number of seconds") }
+    }
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+            return handler
+        }
+        let logger = Logger(label: "bulkhead.agent")
+        let colon = listen.lastIndex(of: ":")!
+        var config = AgentConfiguration(policyPaths: policyPaths)
+        config.listenHost = String(listen[..<colon])
+        config.listenPort = Int(listen[listen.index(after: colon)...])!
+        config.resyncInterval = .seconds(resync)
+        let backend: NetlinkNetfilter
+        let client: DockerClient
+        do {
+            backend = try NetlinkNetfilter(namespace: netns)
+            _ = try backend.generation()
+            for line in try BridgeNetfilter.ensureEnabled(namespace: netns) { logger.notice("\(line)") }
+            client = try DockerClient(endpoint: docker)
+        } catch {
+            Inputs.printError("\(error)")
+            throw ExitCode(ExitStatus.failure)
+        }
+        logger.info("table ownership: \(backend.ownership)")
+        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client), logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: agent)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+    }
+}
