@@ -27,6 +27,9 @@ struct VerifyCommand: ParsableCommand {
     @Flag(help: "Print what each party may reach (the allowed/denied matrix).")
     var matrix = false
 
+    @Flag(help: "Print the plan applied to the lab (flows opened, nftables operations).")
+    var showPlan = false
+
     @Option(help: "Probe timeout in milliseconds (a dropped probe waits this long).")
     var timeout: Int = 300
 
@@ -47,6 +50,7 @@ struct VerifyCommand: ParsableCommand {
             for line in try BridgeNetfilter.ensureEnabled(namespace: lab.hostNamespace) { Inputs.note(line) }
             let planner = Planner()
             let plan = try planner.plan(policies: policies, inventory: inventory, backend: backend)
+            if showPlan { print(PlanOutput.text(plan, nft: false)) }
             try planner.apply(plan, to: backend)
             print("Applied to lab \(lab.name): \(plan.transaction.operations.count) operations, \(plan.opened.count) flows.")
 
