@@ -12,10 +12,27 @@ fi
 
 install_packages
 
-echo "==> swift build"
-swift build --build-tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\] (Compiling|Emitting|Linking|Write|Applying)' || true
-test "${PIPESTATUS[0]}" -eq 0
+logs=$(mktemp -d /tmp/bulkhead-test.XXXXXX)
+
+echo "==> swift build --build-tests"
+status=0
+swift build --build-tests > "$logs/build.log" 2>&1 || status=$?
+grep -Ev '^\[[0-9]+/[0-9]+\] ' "$logs/build.log" | grep -Ev '^(Fetching|Fetched|Cloning|Computing|Computed|Creating working copy|Working copy)' || true
+if [ "$status" -ne 0 ]; then
+    echo "error: the build failed (full log: $logs/build.log)" >&2
+    exit "$status"
+fi
 
 echo "==> swift test"
-swift test --skip-build 2>&1 | tee /tmp/bulkhead-test.log | grep -Ev '^(􀟈|◇|Test Case .* started|Test .* started)' 
-exit "${PIPESTATUS[0]}"
+status=0
+swift test --skip-build > "$logs/test.log" 2>&1 || status=$?
+# Show results, not the "started" chatter.
+grep -Ev '(^◇ Test .* started|^Test Case .* started|^Test Suite .* started)' "$logs/test.log" || true
+
+# A plain closing line: Swift Testing's summary, restated as "N passed, N failed".
+total=$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .*/\1/p' "$logs/test.log" | tail -1)
+failed_tests=$(grep -E '^✘ Test [^ ]+ .*failed after' "$logs/test.log" | wc -l)
+if [ -n "$total" ]; then
+    echo "tests: $((total - failed_tests)) passed, $failed_tests failed"
+fi
+exit "$status"
