@@ -1,4 +1,5 @@
 import BulkheadRuleset
+import BulkheadTestSupport
 import Foundation
 import Testing
 @testable import BulkheadNetfilter
@@ -6,47 +7,28 @@ import Testing
 /// Kernel tests: each runs in a network namespace it creates and always deletes, and never
 /// programs nftables anywhere else.
 enum Kernel {
-    static var isRoot: Bool { getuid() == 0 }
-    static var inCI: Bool { ProcessInfo.processInfo.environment["CI"] == "true" }
+    static var isRoot: Bool { TestSystem.isRoot }
+    static var inCI: Bool { TestSystem.inCI }
     /// Root tests run as root; in CI they also run without root, so they fail instead of skipping.
     static var enabled: Bool { isRoot || inCI }
 
-    struct Failure: Error, CustomStringConvertible { var description: String }
+    typealias Failure = TestSystem.Failure
 
     @discardableResult
     static func run(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        let outPipe = Pipe(), errPipe = Pipe(), inPipe = Pipe()
-        p.standardOutput = outPipe
-        p.standardError = errPipe
-        p.standardInput = inPipe
-        try p.run()
-        if let stdin { inPipe.fileHandleForWriting.write(Data(stdin.utf8)) }
-        try inPipe.fileHandleForWriting.close()
-        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
-        let err = errPipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        let r = try TestSystem.run(args, stdin: stdin)
+        return (r.status, r.out, r.err)
     }
 
     /// Creates `bh-nf-<random>`, runs `body`, deletes the namespace even when `body` throws.
     static func withNamespace<T>(_ body: (String) throws -> T) throws -> T {
-        guard isRoot else { throw Failure(description: "kernel tests need root (ip netns needs CAP_SYS_ADMIN, nf_tables CAP_NET_ADMIN)") }
-        let ns = "bh-nf-\(UInt32.random(in: 0...UInt32.max))"
-        let add = try run(["ip", "netns", "add", ns])
-        guard add.status == 0 else { throw Failure(description: "ip netns add \(ns): \(add.err)") }
-        defer { _ = try? run(["ip", "netns", "del", ns]) }
-        return try body(ns)
+        try TestSystem.withNamespace(prefix: "bh-nf", body)
     }
 
     /// `nft ARGS` inside `ns` (the oracle and "another process"; the product never runs nft).
     @discardableResult
     static func nft(_ args: [String], in ns: String, stdin: String? = nil) throws -> String {
-        let r = try run(["ip", "netns", "exec", ns, "nft"] + args, stdin: stdin)
-        guard r.status == 0 else { throw Failure(description: "nft \(args.joined(separator: " ")) failed: \(r.err)") }
-        return r.out
+        try TestSystem.nft(args, in: ns, stdin: stdin)
     }
 }
 
