@@ -47,8 +47,15 @@ public enum Diff {
         // Classify chains.
         let liveChains = Dictionary(l.chains.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let desiredChains = Dictionary(d.chains.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let liveRules = Dictionary(grouping: l.rules, by: \.chain)
-        let desiredRules = Dictionary(grouping: d.rules, by: \.chain)
+        // Rule indices per chain, not rule copies: grouping 24,000 rules by value cost more
+        // than comparing them.
+        func byChain(_ rules: [Rule]) -> [String: [Int]] {
+            var out: [String: [Int]] = [:]
+            for (i, r) in rules.enumerated() { out[r.chain, default: []].append(i) }
+            return out
+        }
+        let liveRules = byChain(l.rules)
+        let desiredRules = byChain(d.rules)
         var newChains: [Chain] = [], recreated: [Chain] = [], policyOnly: [Chain] = [], changed: [Chain] = []
         for c in d.chains {
             guard let old = liveChains[c.name] else {
@@ -64,8 +71,8 @@ public enum Diff {
                 }
             }
             let was = liveRules[c.name] ?? [], now = desiredRules[c.name] ?? []
-            let sameRules = was.count == now.count && zip(was, now).allSatisfy { $0.sameContent(as: $1) }
-            let usesReplacedSet = was.contains { !Set($0.referencedSets).isDisjoint(with: replacedSetNames) }
+            let sameRules = was.count == now.count && zip(was, now).allSatisfy { l.rules[$0].sameContent(as: d.rules[$1]) }
+            let usesReplacedSet = !replacedSetNames.isEmpty && was.contains { !Set(l.rules[$0].referencedSets).isDisjoint(with: replacedSetNames) }
             if !sameRules || usesReplacedSet { changed.append(c) }
         }
         let removedChains = l.chains.filter { desiredChains[$0.name] == nil }
@@ -100,6 +107,18 @@ public enum Diff {
 
     /// Keys to add (new, or with new data) and to delete (gone, or with old data), in set order.
     static func elementChanges(from old: [SetElement], to new: [SetElement]) -> (adds: [SetElement], deletes: [SetElement]) {
+        // Both sides are in `ElementOrder` with unique keys, so an element of the common head or
+        // tail is in both and its key appears nowhere else: only the middle needs hashing. A
+        // one-container change to a 200,000-element table then hashes a handful of keys.
+        var head = 0
+        while head < old.count, head < new.count, old[head] == new[head] { head += 1 }
+        var tail = 0
+        while tail < old.count - head, tail < new.count - head, old[old.count - 1 - tail] == new[new.count - 1 - tail] { tail += 1 }
+        if head == old.count && head == new.count { return ([], []) }
+        return hashedChanges(from: old[head..<(old.count - tail)], to: new[head..<(new.count - tail)])
+    }
+
+    private static func hashedChanges(from old: ArraySlice<SetElement>, to new: ArraySlice<SetElement>) -> (adds: [SetElement], deletes: [SetElement]) {
         var oldData: [[KeyPart]: ElementData?] = [:]
         oldData.reserveCapacity(old.count)
         for e in old { oldData[e.key] = e.data }

@@ -6,7 +6,8 @@ import Synchronization
 @available(macOS 15.0, *)
 public final class FakeNetfilter: NetfilterBackend {
     private struct Store {
-        var tables: [TableID: Table] = [:]
+        /// Kept indexed between commits, so a commit costs what it changes (a dump materialises).
+        var tables: [TableID: TableState] = [:]
         var generation: UInt32 = 1
         var nextHandle: UInt64 = 1
         var commits: [Transaction] = []
@@ -22,13 +23,13 @@ public final class FakeNetfilter: NetfilterBackend {
                 t.rules[i].handle = s.nextHandle
                 s.nextHandle += 1
             }
-            s.tables[t.id] = t
+            s.tables[t.id] = TableState(id: t.id, table: t)
         }
         store = Mutex(s)
     }
 
     public func dump(table: TableID) throws -> Table? {
-        store.withLock { $0.tables[table] }
+        store.withLock { $0.tables[table]?.table }
     }
 
     public func generation() throws -> UInt32 {
@@ -46,7 +47,9 @@ public final class FakeNetfilter: NetfilterBackend {
             if let expected = expectedGeneration, expected != s.generation {
                 throw .staleGeneration(expected: expected, actual: s.generation)
             }
-            var state = TableState(id: tx.table, table: s.tables[tx.table], nextHandle: s.nextHandle)
+            // A copy: the stored state stays as it was if an operation fails (atomic batch).
+            var state = s.tables[tx.table] ?? TableState(id: tx.table, table: nil)
+            state.nextHandle = s.nextHandle
             for (i, op) in tx.operations.enumerated() {
                 do throws(RulesetError) {
                     try state.apply(op)
@@ -54,7 +57,7 @@ public final class FakeNetfilter: NetfilterBackend {
                     throw .operationFailed(index: i, operation: NFTScript.command(op, table: tx.table), error: error)
                 }
             }
-            s.tables[tx.table] = state.table
+            s.tables[tx.table] = state
             s.nextHandle = state.nextHandle ?? s.nextHandle
             if !tx.isEmpty {
                 s.generation &+= 1
@@ -67,9 +70,9 @@ public final class FakeNetfilter: NetfilterBackend {
     /// Changes a table behind Bulkhead's back, as another program would (bumps the generation).
     public func tamper(_ id: TableID, _ change: (inout Table?) -> Void) {
         store.withLock { s in
-            var t = s.tables[id]
+            var t = s.tables[id]?.table
             change(&t)
-            s.tables[id] = t
+            s.tables[id] = TableState(id: id, table: t)
             s.generation &+= 1
         }
     }

@@ -95,10 +95,34 @@ public struct NFTSet: Hashable, Sendable, Codable {
         self.elements = ElementOrder.sorted(elements, key: key)
     }
 
+    /// Replaces the elements with ones already in `ElementOrder` without duplicate keys (what
+    /// `TableState` merges), skipping the sort.
+    mutating func replaceElements(_ sorted: [SetElement]) {
+        self.elements = sorted
+    }
+
     /// The same set without elements: what `add set` creates before elements are added.
     public var definition: NFTSet {
         var d = self
         d.elements = []
         return d
+    }
+}
+
+extension NFTSet {
+    enum CodingKeys: String, CodingKey {
+        case name, key, flags, data, timeoutMilliseconds, elements
+    }
+
+    /// Decodes like the synthesised initialiser, then sorts the elements: everything that reads
+    /// a set (binary search in `TableState`, dumps, equality) relies on `ElementOrder`.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name),
+                  key: try c.decode(KeyType.self, forKey: .key),
+                  flags: try c.decode(SetFlags.self, forKey: .flags),
+                  data: try c.decodeIfPresent(MapData.self, forKey: .data),
+                  timeoutMilliseconds: try c.decodeIfPresent(UInt64.self, forKey: .timeoutMilliseconds),
+                  elements: try c.decode([SetElement].self, forKey: .elements))
     }
 }

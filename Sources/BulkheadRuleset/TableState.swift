@@ -3,17 +3,79 @@
 /// it on commit (so the fake rejects what the kernel would: jumps to missing or base chains, loops,
 /// lookups in missing or mistyped sets, duplicates on create, deleting what is still referenced,
 /// elements that do not fit the set).
-struct TableState: Sendable {
+///
+/// Indexed so that one operation costs what it touches, not what the table holds (a 4,000-chain,
+/// 200,000-element table is normal; the agent validates ~12 element adds per Docker event):
+/// - chains and sets by name, rules per chain (slots into one table-order list);
+/// - the jump graph kept up to date with counts (`JumpGraph`), so a new jump A → B is checked
+///   by searching from B for A only, and not at all when B jumps nowhere;
+/// - each set keeps the sorted elements it was loaded with, untouched and shared with the input
+///   table, plus the keys deleted from them and the elements added since (`SetState`); an element
+///   is found by binary search (nft order) or in the added dictionary, and the sorted `Table`
+///   is only built when `table` is read.
+///
+/// `apply` checks everything before it changes anything, so a refused operation leaves the state
+/// as it was without copying it first.
+struct TableState: Sendable, RuleContext {
     let id: TableID
-    var table: Table?
+    /// Family, name and flags; nil when the table does not exist.
+    private var header: Table?
     /// Next kernel handle, when this state assigns handles (the fake); nil while merely simulating
     /// a transaction, where new rules have no handle yet.
     var nextHandle: UInt64?
 
+    /// Chains in creation order (nil: deleted) and where each name is.
+    private var chainSlots: [ChainSlot?] = []
+    private var chainIndex: [String: Int] = [:]
+    /// Sets in creation order (nil: deleted) and where each name is.
+    private var setSlots: [SetState?] = []
+    private var setIndex: [String: Int] = [:]
+    /// Every rule in table order; the indices in `deadRules` were deleted.
+    private var ruleList: [Rule] = []
+    private var deadRules: Set<Int> = []
+    private var graph = JumpGraph()
+
+    struct ChainSlot: Sendable {
+        var chain: Chain
+        /// Indices into `ruleList`, in evaluation order.
+        var rules: [Int] = []
+    }
+
     init(id: TableID, table: Table?, nextHandle: UInt64? = nil) {
         self.id = id
-        self.table = table
         self.nextHandle = nextHandle
+        guard let table else { return }
+        header = table.header
+        chainSlots.reserveCapacity(table.chains.count)
+        for c in table.chains where chainIndex[c.name] == nil {
+            chainIndex[c.name] = chainSlots.count
+            chainSlots.append(ChainSlot(chain: c))
+        }
+        setSlots.reserveCapacity(table.sets.count)
+        for s in table.sets where setIndex[s.name] == nil {
+            setIndex[s.name] = setSlots.count
+            setSlots.append(SetState(s))
+            if s.data == .verdict {
+                for e in s.elements {
+                    if let t = e.data.flatMap(Self.target) { graph.mapTarget(s.name, t, 1) }
+                }
+            }
+        }
+        ruleList = table.rules
+        for (i, r) in table.rules.enumerated() {
+            if let c = chainIndex[r.chain] { chainSlots[c]!.rules.append(i) }
+            graph.add(r, 1)
+        }
+    }
+
+    /// The table as nft would list it: sets and chains in creation order, rules in table order,
+    /// elements in `ElementOrder`. Costs O(sets + chains), plus a merge for each set changed here.
+    var table: Table? {
+        guard var t = header else { return nil }
+        t.sets = setSlots.compactMap { $0?.materialized }
+        t.chains = chainSlots.compactMap { $0?.chain }
+        t.rules = deadRules.isEmpty ? ruleList : ruleList.indices.compactMap { deadRules.contains($0) ? nil : ruleList[$0] }
+        return t
     }
 
     mutating func apply(_ op: Operation) throws(RulesetError) {
@@ -22,125 +84,191 @@ struct TableState: Sendable {
             try applyTable(op.verb, t)
             return
         }
-        guard var t = table else { throw .noSuchTable(id) }
+        guard header != nil else { throw .noSuchTable(id) }
         switch (op.verb, op.object) {
         case (.add, .chain(let c)), (.create, .chain(let c)):
             try Names.check("chain", c.name)
-            if let i = t.chains.firstIndex(where: { $0.name == c.name }) {
+            if let i = chainIndex[c.name] {
                 if op.verb == .create { throw .chainExists(c.name) }
-                let old = t.chains[i]
+                let old = chainSlots[i]!.chain
                 if old.base == c.base { break }
                 guard var ob = old.base, let nb = c.base, ob.hook == nb.hook, ob.type == nb.type,
                       ob.priority == nb.priority else {
                     throw .chainConflict(c.name, reason: "only the policy of a base chain can change")
                 }
                 ob.policy = nb.policy
-                t.chains[i].base = ob
+                chainSlots[i]!.chain.base = ob
             } else {
-                t.chains.append(c)
+                chainIndex[c.name] = chainSlots.count
+                chainSlots.append(ChainSlot(chain: c))
             }
         case (.delete, .chain(let c)):
-            guard t.chain(named: c.name) != nil else { throw .noSuchChain(c.name) }
-            let users = Self.references(to: c.name, in: t)
+            guard let i = chainIndex[c.name] else { throw .noSuchChain(c.name) }
+            let users = references(to: c.name)
             guard users.isEmpty else { throw .chainInUse(c.name, by: users) }
-            t.chains.removeAll { $0.name == c.name }
-            t.rules.removeAll { $0.chain == c.name }
+            removeRules(ofChainAt: i)
+            chainSlots[i] = nil
+            chainIndex[c.name] = nil
         case (.flush, .chain(let c)):
-            guard t.chain(named: c.name) != nil else { throw .noSuchChain(c.name) }
-            t.rules.removeAll { $0.chain == c.name }
+            guard let i = chainIndex[c.name] else { throw .noSuchChain(c.name) }
+            removeRules(ofChainAt: i)
 
         case (.add, .set(let s)), (.create, .set(let s)):
             try Names.check("set", s.name)
             try Self.checkDefinition(s)
-            if let old = t.set(named: s.name) {
+            if let i = setIndex[s.name] {
+                let old = setSlots[i]!.base
                 if op.verb == .create { throw .setExists(s.name) }
                 guard old.definition == s.definition else {
                     throw .setConflict(s.name, reason: "was \(Self.summary(old)), now \(Self.summary(s))")
                 }
+                if !s.elements.isEmpty { try addElements(s.elements, to: s.name, create: false, sorted: true) }
             } else {
-                t.sets.append(s.definition)
+                // Check the elements against the new set before creating it, so a refused
+                // element leaves no empty set behind.
+                var fresh = SetState(s.definition)
+                let added = try checkNewElements(s.elements, for: fresh, create: false)
+                setIndex[s.name] = setSlots.count
+                fresh.insert(added, sortedAndUnique: added.count == s.elements.count)
+                setSlots.append(fresh)
+                registerTargets(added, map: fresh.base)
             }
-            if !s.elements.isEmpty { try Self.addElements(s.elements, to: s.name, create: false, in: &t) }
         case (.delete, .set(let s)):
-            guard t.set(named: s.name) != nil else { throw .noSuchSet(s.name) }
-            let users = Array(Set(t.rules.filter { $0.referencedSets.contains(s.name) }.map(\.chain))).sorted()
+            guard let i = setIndex[s.name] else { throw .noSuchSet(s.name) }
+            let users = graph.setUsers[s.name].map { $0.keys.sorted() } ?? []
             guard users.isEmpty else { throw .setInUse(s.name, by: users) }
-            t.sets.removeAll { $0.name == s.name }
+            setSlots[i] = nil
+            setIndex[s.name] = nil
+            graph.mapTargets[s.name] = nil  // no rule uses it, so no edge goes through it
         case (.flush, .set(let s)):
-            guard let i = t.sets.firstIndex(where: { $0.name == s.name }) else { throw .noSuchSet(s.name) }
-            t.sets[i].setElements([])
+            guard let i = setIndex[s.name] else { throw .noSuchSet(s.name) }
+            if let targets = graph.mapTargets[s.name] {
+                for (t, n) in targets { graph.mapTarget(s.name, t, -n) }
+            }
+            setSlots[i]!.removeAll()
 
         case (.add, .rule(var r)), (.create, .rule(var r)):
-            guard t.chain(named: r.chain) != nil else { throw .noSuchChain(r.chain) }
-            try RuleCheck.check(r, in: t)
+            guard let ci = chainIndex[r.chain] else { throw .noSuchChain(r.chain) }
+            try RuleCheck.check(r, in: self)
+            try checkLoops(adding: r)
             if let h = nextHandle {
                 r.handle = h
                 nextHandle = h + 1
             } else {
                 r.handle = nil
             }
-            t.rules.append(r)
-            try Self.checkLoops(t)
+            chainSlots[ci]!.rules.append(ruleList.count)
+            ruleList.append(r)
+            graph.add(r, 1)
         case (.delete, .rule(let r)):
-            guard t.chain(named: r.chain) != nil else { throw .noSuchChain(r.chain) }
+            guard let ci = chainIndex[r.chain] else { throw .noSuchChain(r.chain) }
             guard let h = r.handle else { throw .ruleWithoutHandle(chain: r.chain) }
-            guard let i = t.rules.firstIndex(where: { $0.chain == r.chain && $0.handle == h }) else {
+            guard let k = chainSlots[ci]!.rules.firstIndex(where: { ruleList[$0].handle == h }) else {
                 throw .noSuchRule(chain: r.chain, handle: h)
             }
-            t.rules.remove(at: i)
+            let slot = chainSlots[ci]!.rules.remove(at: k)
+            graph.add(ruleList[slot], -1)
+            deadRules.insert(slot)
+            compactRulesIfSparse()
         case (.flush, .rule):
             throw .unsupported("flush of a single rule; flush its chain or delete it by handle")
 
         case (.add, .elements(let name, let els)), (.create, .elements(let name, let els)):
-            try Self.addElements(els, to: name, create: op.verb == .create, in: &t)
+            try addElements(els, to: name, create: op.verb == .create, sorted: false)
         case (.delete, .elements(let name, let els)):
-            guard let i = t.sets.firstIndex(where: { $0.name == name }) else { throw .noSuchSet(name) }
-            var set = t.sets[i]
-            var present = Set(set.elements.map(\.key))
+            guard let i = setIndex[name] else { throw .noSuchSet(name) }
+            let set = setSlots[i]!
+            var found: [SetState.Location] = []
+            found.reserveCapacity(els.count)
+            var seen: Set<[KeyPart]> = []
             for e in els {
-                guard present.remove(e.key) != nil else { throw .noSuchElement(set: name, element: NFTText.element(e)) }
+                // A key named twice in one delete is missing the second time, as before.
+                guard let at = set.location(of: e.key), els.count == 1 || seen.insert(e.key).inserted else {
+                    throw .noSuchElement(set: name, element: NFTText.element(e))
+                }
+                found.append(at)
             }
-            set.setElements(set.elements.filter { present.contains($0.key) })
-            t.sets[i] = set
+            if set.base.data == .verdict {
+                for at in found {
+                    if let t = set.element(at).data.flatMap(Self.target) { graph.mapTarget(name, t, -1) }
+                }
+            }
+            setSlots[i]!.remove(found)
         case (.flush, .elements(let name, _)):
             throw .unsupported("flush of elements; flush set '\(name)' instead")
         case (_, .table):
             break  // handled above
         }
-        table = t
     }
 
     private mutating func applyTable(_ verb: Verb, _ t: Table) throws(RulesetError) {
         switch verb {
         case .add, .create:
             try Names.check("table", t.name)
-            if table != nil {
+            if header != nil {
                 if verb == .create { throw .tableExists(id) }
-                table?.flags = t.flags
+                header?.flags = t.flags
             } else {
-                table = t.header
+                self = TableState(id: id, table: t.header, nextHandle: nextHandle)
             }
         case .delete:
-            guard table != nil else { throw .noSuchTable(id) }
-            table = nil
+            guard header != nil else { throw .noSuchTable(id) }
+            self = TableState(id: id, table: nil, nextHandle: nextHandle)
         case .flush:
-            guard table != nil else { throw .noSuchTable(id) }
-            table?.rules = []
+            guard header != nil else { throw .noSuchTable(id) }
+            ruleList = []
+            deadRules = []
+            for i in chainSlots.indices where chainSlots[i] != nil { chainSlots[i]!.rules = [] }
+            graph.removeAllRules()
         }
     }
 
-    // MARK: references
+    // MARK: lookups
+
+    func chain(named name: String) -> Chain? { chainIndex[name].flatMap { chainSlots[$0]?.chain } }
+    /// The set with the elements it was loaded with (enough for definitions; see `SetState`).
+    func set(named name: String) -> NFTSet? { setIndex[name].flatMap { setSlots[$0]?.base } }
+    var family: TableFamily { id.family }
+
+    // MARK: rules and references
+
+    private mutating func removeRules(ofChainAt i: Int) {
+        let slots = chainSlots[i]!.rules
+        if slots.isEmpty { return }
+        chainSlots[i]!.rules = []
+        for s in slots {
+            graph.add(ruleList[s], -1)
+            deadRules.insert(s)
+        }
+        compactRulesIfSparse()
+    }
+
+    /// Drops deleted rules from `ruleList` once they are most of it, so a long-lived fake does not
+    /// grow without bound; amortised O(1) per deletion.
+    private mutating func compactRulesIfSparse() {
+        guard deadRules.count > 1024, deadRules.count * 2 > ruleList.count else { return }
+        var newIndex = [Int](repeating: -1, count: ruleList.count)
+        var kept: [Rule] = []
+        kept.reserveCapacity(ruleList.count - deadRules.count)
+        for i in ruleList.indices where !deadRules.contains(i) {
+            newIndex[i] = kept.count
+            kept.append(ruleList[i])
+        }
+        for c in chainSlots.indices where chainSlots[c] != nil {
+            chainSlots[c]!.rules = chainSlots[c]!.rules.map { newIndex[$0] }
+        }
+        ruleList = kept
+        deadRules = []
+    }
 
     /// Who jumps to `chain`: rules of other chains and verdict maps.
-    static func references(to chain: String, in t: Table) -> [String] {
+    func references(to chain: String) -> [String] {
         var users: Set<String> = []
-        for r in t.rules where r.chain != chain && r.jumpTargets.contains(chain) {
-            users.insert("chain '\(r.chain)'")
+        for (from, _) in graph.directJumps[chain] ?? [:] where from != chain {
+            users.insert("chain '\(from)'")
         }
-        for s in t.sets where s.data == .verdict {
-            if s.elements.contains(where: { $0.data.flatMap(Self.target) == chain }) {
-                users.insert("map '\(s.name)'")
-            }
+        for (map, targets) in graph.mapTargets where targets[chain] != nil {
+            users.insert("map '\(map)'")
         }
         return users.sorted()
     }
@@ -150,18 +278,51 @@ struct TableState: Sendable {
         return nil
     }
 
-    /// The kernel refuses a jump that closes a cycle (ELOOP); so do we.
-    static func checkLoops(_ t: Table) throws(RulesetError) {
-        var mapTargets: [String: Set<String>] = [:]
-        for s in t.sets where s.data == .verdict {
-            mapTargets[s.name] = Set(s.elements.compactMap { $0.data.flatMap(target) })
+    // MARK: loops
+
+    /// The kernel refuses a jump that closes a cycle (ELOOP); so do we. All edges a new rule adds
+    /// leave its own chain, so it closes a cycle exactly when one of its targets already reaches
+    /// that chain.
+    private func checkLoops(adding r: Rule) throws(RulesetError) {
+        var targets: [String] = []
+        JumpGraph.forEachReference(in: r, jump: { targets.append($0) }, vmap: { m in
+            if let t = graph.mapTargets[m] { targets += t.keys }
+        }, lookup: { _ in })
+        for t in targets where graph.reaches(from: t, to: r.chain, extra: [:]) {
+            throw loopError(pendingRule: r, pendingMapTargets: [:], fallback: (r.chain, t))
         }
+    }
+
+    /// New targets of verdict map `map` add an edge from every chain that looks the map up to
+    /// each of them; several such edges can close one cycle together, so each is searched with
+    /// all of them in place.
+    private func checkLoops(map: String, newTargets: [String]) throws(RulesetError) {
+        guard let users = graph.mapUsers[map], !users.isEmpty, !newTargets.isEmpty else { return }
+        let sources = users.keys.sorted()
+        var extra: [String: [String]] = [:]
+        for u in sources { extra[u] = newTargets }
+        for u in sources {
+            for t in newTargets where graph.reaches(from: t, to: u, extra: extra) {
+                throw loopError(pendingRule: nil, pendingMapTargets: [map: newTargets], fallback: (u, t))
+            }
+        }
+    }
+
+    /// Names the loop the way a full depth-first search of the table (chains in creation order,
+    /// rules in order) finds it; only run once a loop is known to exist.
+    private func loopError(pendingRule: Rule?, pendingMapTargets: [String: [String]],
+                           fallback: (String, String)) -> RulesetError {
+        var mapTargets: [String: [String]] = [:]
+        for (m, t) in graph.mapTargets { mapTargets[m] = t.keys.sorted() }
+        for (m, t) in pendingMapTargets { mapTargets[m] = Array(Set(t + (mapTargets[m] ?? []))).sorted() }
         var edges: [String: [String]] = [:]
-        for r in t.rules {
+        func add(_ r: Rule) {
             var targets = r.jumpTargets
-            for case .vmap(_, .named(let m)) in r.statements { targets += mapTargets[m].map { Array($0) } ?? [] }
+            for case .vmap(_, .named(let m)) in r.statements { targets += mapTargets[m] ?? [] }
             edges[r.chain, default: []] += targets
         }
+        for i in ruleList.indices where !deadRules.contains(i) { add(ruleList[i]) }
+        if let pendingRule { add(pendingRule) }
         var state: [String: Int] = [:]  // 1 = on stack, 2 = done
         func visit(_ c: String) -> (String, String)? {
             state[c] = 1
@@ -172,9 +333,10 @@ struct TableState: Sendable {
             state[c] = 2
             return nil
         }
-        for c in t.chains.map(\.name) where state[c] == nil {
-            if let (from, to) = visit(c) { throw .jumpLoop(chain: from, target: to) }
+        for case let slot? in chainSlots where state[slot.chain.name] == nil {
+            if let (from, to) = visit(slot.chain.name) { return .jumpLoop(chain: from, target: to) }
         }
+        return .jumpLoop(chain: fallback.0, target: fallback.1)
     }
 
     // MARK: sets and elements
@@ -195,73 +357,88 @@ struct TableState: Sendable {
         return out
     }
 
-    static func addElements(_ els: [SetElement], to name: String, create: Bool, in t: inout Table) throws(RulesetError) {
-        guard let i = t.sets.firstIndex(where: { $0.name == name }) else { throw .noSuchSet(name) }
-        var set = t.sets[i]
-        var existing: [[KeyPart]: ElementData?] = [:]
-        existing.reserveCapacity(set.elements.count + els.count)
-        for e in set.elements { existing[e.key] = e.data }
-        var added: [SetElement] = []
-        for e in els {
-            try checkElement(e, for: set, in: t)
-            if let old = existing[e.key] {
-                if create || old != e.data { throw .elementExists(set: name, element: NFTText.element(e)) }
-                continue
-            }
-            existing[e.key] = e.data
-            added.append(e)
-        }
+    /// - Parameter sorted: `els` are in `ElementOrder` without duplicate keys (an `NFTSet`'s).
+    private mutating func addElements(_ els: [SetElement], to name: String, create: Bool, sorted: Bool) throws(RulesetError) {
+        guard let i = setIndex[name] else { throw .noSuchSet(name) }
+        let added = try checkNewElements(els, for: setSlots[i]!, create: create)
         if added.isEmpty { return }
-        if set.flags.contains(.interval), set.key.fields.count == 1, set.key.fields[0].isBigEndian {
-            try checkOverlap(set.elements + added, set: name)
-        }
-        set.setElements(set.elements + added)
-        t.sets[i] = set
-        if set.data == .verdict, added.contains(where: { $0.data.flatMap(target) != nil }) {
-            try checkLoops(t)
+        setSlots[i]!.insert(added, sortedAndUnique: sorted && added.count == els.count)
+        registerTargets(added, map: setSlots[i]!.base)
+    }
+
+    private mutating func registerTargets(_ added: [SetElement], map: NFTSet) {
+        guard map.data == .verdict else { return }
+        for e in added {
+            if let t = e.data.flatMap(Self.target) { graph.mapTarget(map.name, t, 1) }
         }
     }
 
-    static func checkElement(_ e: SetElement, for set: NFTSet, in t: Table) throws(RulesetError) {
-        let text = NFTText.element(e)
-        let got = KeyType(e.key.map(\.dataType))
-        guard got == set.key else {
-            throw .keyMismatch(set: set.name, element: text,
+    /// Validates elements to add to `set`; returns those not already present (in order, each key
+    /// once). Throws for a misfit, a conflicting or (with `create`) existing key, an interval
+    /// overlap, or a verdict that would close a jump loop.
+    private func checkNewElements(_ els: [SetElement], for set: SetState, create: Bool) throws(RulesetError) -> [SetElement] {
+        let def = set.base
+        var inBatch: [[KeyPart]: ElementData?] = [:]
+        var added: [SetElement] = []
+        added.reserveCapacity(els.count)
+        for e in els {
+            try checkElement(e, for: def)
+            if let old = set.data(for: e.key) ?? (els.count > 1 ? inBatch[e.key] : nil) {
+                if create || old != e.data { throw .elementExists(set: def.name, element: NFTText.element(e)) }
+                continue
+            }
+            if els.count > 1 { inBatch[e.key] = e.data }
+            added.append(e)
+        }
+        if added.isEmpty { return added }
+        if set.checksOverlap { try set.checkOverlap(added) }
+        if def.data == .verdict {
+            var newTargets: [String] = []
+            var seen: Set<String> = []
+            for e in added {
+                if let t = e.data.flatMap(Self.target), graph.mapTargets[def.name]?[t] == nil, seen.insert(t).inserted {
+                    newTargets.append(t)
+                }
+            }
+            try checkLoops(map: def.name, newTargets: newTargets)
+        }
+        return added
+    }
+
+    func checkElement(_ e: SetElement, for set: NFTSet) throws(RulesetError) {
+        var fits = e.key.count == set.key.fields.count
+        if fits {
+            for (p, f) in zip(e.key, set.key.fields) where p.dataType != f { fits = false }
+        }
+        guard fits else {
+            let got = KeyType(e.key.map(\.dataType))
+            throw .keyMismatch(set: set.name, element: NFTText.element(e),
                                reason: "key is \(got) (\(got.byteLength) bytes), set expects \(set.key) (\(set.key.byteLength) bytes)")
         }
         if !set.flags.contains(.interval), let p = e.key.first(where: \.isRange) {
-            throw .keyMismatch(set: set.name, element: text, reason: "'\(p)' is a range but the set has no interval flag")
+            throw .keyMismatch(set: set.name, element: NFTText.element(e), reason: "'\(p)' is a range but the set has no interval flag")
         }
         for p in e.key {
             if case .range(let lo, let hi) = p, ElementOrder.sortKey([.value(hi)]).lexicographicallyPrecedes(ElementOrder.sortKey([.value(lo)])) {
-                throw .keyMismatch(set: set.name, element: text, reason: "range '\(p)' has its low end above its high end")
+                throw .keyMismatch(set: set.name, element: NFTText.element(e), reason: "range '\(p)' has its low end above its high end")
             }
         }
         switch (set.data, e.data) {
         case (nil, nil):
             break
         case (nil, .some):
-            throw .dataMismatch(set: set.name, element: text, reason: "a set element cannot map to a value")
+            throw .dataMismatch(set: set.name, element: NFTText.element(e), reason: "a set element cannot map to a value")
         case (.some(let d), nil):
-            throw .dataMismatch(set: set.name, element: text, reason: "a map element needs a \(d)")
+            throw .dataMismatch(set: set.name, element: NFTText.element(e), reason: "a map element needs a \(d)")
         case (.verdict, .verdict(let v)?):
             if let target = v.targetChain {
-                guard let c = t.chain(named: target) else { throw .jumpToMissingChain(from: "map '\(set.name)'", to: target) }
+                guard let c = chain(named: target) else { throw .jumpToMissingChain(from: "map '\(set.name)'", to: target) }
                 if c.isBase { throw .jumpToBaseChain(from: "map '\(set.name)'", to: target) }
             }
         case (.value(let dt), .value(let v)?) where v.dataType == dt:
             break
         case (.some(let d), .some(let got)):
-            throw .dataMismatch(set: set.name, element: text, reason: "maps to '\(got)', the map holds \(d)")
-        }
-    }
-
-    /// Interval elements may not overlap (the kernel answers EEXIST).
-    static func checkOverlap(_ els: [SetElement], set: String) throws(RulesetError) {
-        let ranges = els.map { e in (lo: e.key[0].low.bytes, hi: e.key[0].high.bytes, e: e) }
-            .sorted { $0.lo.lexicographicallyPrecedes($1.lo) }
-        for (a, b) in zip(ranges, ranges.dropFirst()) where !a.hi.lexicographicallyPrecedes(b.lo) {
-            throw .intervalOverlap(set: set, element: NFTText.element(b.e), existing: NFTText.element(a.e))
+            throw .dataMismatch(set: set.name, element: NFTText.element(e), reason: "maps to '\(got)', the map holds \(d)")
         }
     }
 }

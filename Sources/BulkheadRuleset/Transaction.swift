@@ -28,9 +28,8 @@ public struct Transaction: Hashable, Sendable, CustomStringConvertible {
 
     /// Validates `op` against the simulated state and queues it; on error nothing is queued.
     public mutating func append(_ op: Operation) throws(RulesetError) {
-        var next = state
-        try next.apply(op)
-        state = next
+        // In place: `TableState.apply` checks everything before it changes anything.
+        try state.apply(op)
         operations.append(op)
     }
 
