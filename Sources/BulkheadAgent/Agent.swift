@@ -59,10 +59,16 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var policySignature: [String] = []
         var inventory: Inventory?
         var inventoryDirty = true
+        /// Containers whose latest event is `die` or `destroy`. Docker's list lags its events: a
+        /// re-list right after `die` can still show the container running with its addresses,
+        /// and when no event follows, those addresses would stay members of its services.
+        var departed: Set<String> = []
         var dockerUp = false
         var lastApplied: Table?
         var lastGeneration: UInt32?
         var reconciledOnce = false
+        /// Whether this process has claimed the table (owner flag) since it started.
+        var adopted = false
         var lastCounters: (time: ContinuousClock.Instant, table: Table?)?
     }
 
@@ -148,6 +154,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     let was = !s.dockerUp
                     s.inventory = inventory
                     s.inventoryDirty = false
+                    s.departed = []  // a full list after a gap: earlier events say nothing now
                     s.dockerUp = true
                     return was
                 }
@@ -157,7 +164,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 triggers.signal(.docker)
                 for try await event in events {
                     logger.debug("docker event", metadata: ["event": "\(event)"])
-                    state.withLock { $0.inventoryDirty = true }
+                    state.withLock { s in
+                        s.inventoryDirty = true
+                        switch event.action {
+                        case .die, .destroy: s.departed.insert(event.containerID)
+                        case .create, .start: s.departed.remove(event.containerID)
+                        case .connect, .disconnect: break
+                        }
+                    }
                     triggers.signal(.docker)
                 }
                 if Task.isCancelled { return }
@@ -255,10 +269,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         // Re-list when Docker said something changed; never fall back to an empty list.
         if state.withLock({ $0.inventoryDirty && $0.dockerUp }) {
             do {
-                let inventory = try await source.inventory()
-                state.withLock {
-                    $0.inventory = inventory
-                    $0.inventoryDirty = false
+                var inventory = try await source.inventory()
+                state.withLock { s in
+                    // Trust the events over a list that has not caught up with them yet; forget
+                    // the ones the list no longer shows.
+                    let listed = Set(inventory.containers.compactMap(\.id))
+                    s.departed.formIntersection(listed)
+                    inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
+                    s.inventory = inventory
+                    s.inventoryDirty = false
                 }
             } catch {
                 state.withLock { $0.dockerUp = false }
@@ -276,7 +295,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         // after a failure; otherwise with what we last wrote (the table is ours: owner flag).
         let compareWithKernel = cached == nil || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
         do {
-            let plan: Plan
+            var plan: Plan
             var drift: Plan?
             if compareWithKernel {
                 let generation = try backend.generation()
@@ -286,7 +305,13 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     let expected = try Diff.between(desired: cached, live: live, table: Planner.tableID)
                     if !expected.isEmpty { drift = plan }
                 }
-                if live == nil || reasons.contains(.startup) { try adoptTable(live: live) }
+                // Claim an existing table once per process. Not tied to the `startup` reason: that
+                // one is usually spent waiting for the first container list, and a table that
+                // needs no change would then stay orphaned (writable by anyone) indefinitely.
+                // A plan with changes claims it in the same batch (the backend re-sends NEWTABLE).
+                if !plan.hasChanges, !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live) {
+                    plan.baseline = .kernel(generation: adopted)
+                }
             } else {
                 plan = try planner.plan(policies: policies, inventory: inventory, live: cached,
                                         baseline: .kernel(generation: lastGeneration ?? 0))
@@ -305,6 +330,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 s.lastApplied = desired
                 s.lastGeneration = generation
                 s.reconciledOnce = true
+                s.adopted = true
             }
             let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
@@ -341,11 +367,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     /// Re-sends the table header so the backend's ownership flags (owner,persist) make the table
     /// ours again after a restart (the kernel lets a process adopt an orphaned persistent table).
-    func adoptTable(live: Table?) throws {
-        guard let live else { return }
+    /// Returns the generation after the claim, nil when there is no table to claim.
+    func adoptTable(live: Table?) throws -> UInt32? {
+        guard let live else { return nil }
         var tx = Transaction(table: Planner.tableID, current: live)
         try tx.add(.table(live.header))
-        _ = try backend.apply(tx, expectedGeneration: nil)
+        return try backend.apply(tx, expectedGeneration: nil)
     }
 
     // MARK: - Metrics
@@ -379,9 +406,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             for case .counter(let packets, _) in rule.statements {
                 if rule.statements.last == .verdict(.accept), !rule.statements.contains(where: { if case .log = $0 { return true } else { return false } }) {
                     allowed[comment, default: 0] += Double(packets)
-                } else if comment.hasSuffix(" denies") || comment.hasSuffix(" would deny") {
-                    let identity = comment.components(separatedBy: " ").first ?? comment
-                    denied[identity, default: 0] += Double(packets)
+                } else if let r = comment.range(of: " denies") ?? comment.range(of: " would deny") {
+                    // "shop/db denies", "shop/api+shop/extra would deny", "shared denies: …"
+                    denied[String(comment[..<r.lowerBound]), default: 0] += Double(packets)
                 } else if comment.hasPrefix("unclassified") {
                     denied["unclassified", default: 0] += Double(packets)
                 }

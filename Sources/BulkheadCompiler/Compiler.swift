@@ -49,12 +49,37 @@ public enum Compiler {
     }
 }
 
+/// The four kinds of identity chain, and the verdict map that leads to each.
+enum ChainKind: CaseIterable {
+    case ingress, egress, fromHost, toHost
+
+    func chainName(_ id: Identity) -> String {
+        switch self {
+        case .ingress: return Names.ingressChain(id)
+        case .egress: return Names.egressChain(id)
+        case .fromHost: return Names.fromHostChain(id)
+        case .toHost: return Names.toHostChain(id)
+        }
+    }
+
+    func mapName(_ f: Names.Family) -> String {
+        switch self {
+        case .ingress: return Names.ingressMap(f)
+        case .egress: return Names.egressMap(f)
+        case .fromHost: return Names.fromHostMap(f)
+        case .toHost: return Names.toHostMap(f)
+        }
+    }
+}
+
 private struct Builder {
     let policies: PolicySet
     let inventory: Inventory
     let options: Compiler.Options
     let evaluator: Evaluator
     let flows: [Flow]
+    /// Service → indices into `flows` of the flows that name it (either side).
+    let flowsByService: [ServiceRef: [Int]]
     let modes: [String: Segment.Mode]
 
     init(policies: PolicySet, inventory: Inventory, options: Compiler.Options) {
@@ -63,6 +88,11 @@ private struct Builder {
         self.options = options
         evaluator = Evaluator(policies: policies, inventory: inventory)
         flows = policies.flows
+        var index: [ServiceRef: [Int]] = [:]
+        for (i, f) in flows.enumerated() {
+            for ref in Set((f.from + f.to).compactMap(\.endpoint.serviceRef)) { index[ref, default: []].append(i) }
+        }
+        flowsByService = index
         modes = Dictionary(policies.segments.map { ($0.name, $0.mode) }, uniquingKeysWith: { a, _ in a })
     }
 
@@ -82,21 +112,49 @@ private struct Builder {
         }
         let sortedIdentities = identities.sorted()
 
+        let sourceGroups = Set(flows.compactMap(sourceGroup)).sorted()
+
+        // Chains per identity. The ingress chain always exists (it counts denials per identity);
+        // the egress and host chains only when some flow allows something there — otherwise the
+        // maps send those addresses straight to a shared denial chain, which keeps the kernel's
+        // work (it grows with chains and rules) proportional to what the policies say.
+        var identityChains: [(Chain, [Rule])] = []
+        var targets: [Identity: [ChainKind: String]] = [:]
+        var sharedDenials: [String: Rule] = [:]
+        for id in sortedIdentities {
+            let allowed = identityRules(id)
+            for kind in ChainKind.allCases {
+                let rules = allowed[kind] ?? []
+                if kind == .ingress || !rules.isEmpty {
+                    let name = kind.chainName(id)
+                    identityChains.append((Chain(name: name), rules + [denial(name, id)]))
+                    targets[id, default: [:]][kind] = name
+                } else if let shared = sharedAuditChain(id) {
+                    if sharedDenials[shared] == nil { sharedDenials[shared] = denial(shared, id, shared: true) }
+                    targets[id, default: [:]][kind] = shared
+                }
+                // Otherwise no map element at all: the rule after each map drops managed
+                // addresses it did not send anywhere.
+            }
+        }
         var sets: [NFTSet] = []
         var chains: [Chain] = []
         var rules: [Rule] = []
 
         let managedContainers = inventory.containers.filter { containerIdentity[$0.name] != nil }
+        var membersByService: [ServiceRef: [Container]] = [:]
+        for c in managedContainers {
+            for ref in containerIdentity[c.name]?.services ?? [] { membersByService[ref, default: []].append(c) }
+        }
         for f in Family.allCases {
             let addrType: DataType = f == .v4 ? .ipv4Addr : .ipv6Addr
             let governed = mergedPrefixes(evaluator.governedSubnets.filter { ($0.isIPv4) == (f == .v4) })
             sets.append(NFTSet(name: Names.governed(f), key: KeyType(addrType), flags: .interval,
                                elements: governed.map { SetElement(key: [keyPart($0)]) }))
             var managed: [SetElement] = []
-            var maps: [(String, (Identity) -> String)] = [
-                (Names.ingressMap(f), Names.ingressChain), (Names.egressMap(f), Names.egressChain),
-                (Names.fromHostMap(f), Names.fromHostChain), (Names.toHostMap(f), Names.toHostChain),
-            ]
+            var maps: [(String, (Identity) -> String?)] = ChainKind.allCases.map { kind in
+                (kind.mapName(f), { id in targets[id]?[kind] })
+            }
             var mapElements: [[SetElement]] = Array(repeating: [], count: maps.count)
             for c in managedContainers {
                 guard let id = containerIdentity[c.name] else { continue }
@@ -104,15 +162,23 @@ private struct Builder {
                     let v = value(a)
                     managed.append(SetElement(v))
                     for (i, (_, chain)) in maps.enumerated() {
-                        mapElements[i].append(SetElement(v, .verdict(.jump(chain(id)))))
+                        if let target = chain(id) { mapElements[i].append(SetElement(v, .verdict(.jump(target)))) }
                     }
                 }
             }
             sets.append(NFTSet(name: Names.managed(f), key: KeyType(addrType), elements: managed))
             for service in policies.services {
-                let members = managedContainers.filter { containerIdentity[$0.name]?.services.contains(service.ref) == true }
+                let members = membersByService[service.ref] ?? []
                 let elements = members.flatMap { $0.addresses.filter { $0.isIPv4 == (f == .v4) } }.map { SetElement(value($0)) }
                 sets.append(NFTSet(name: Names.service(service.ref.segment, service.ref.name, f), key: KeyType(addrType), elements: elements))
+            }
+            for group in sourceGroups {
+                var seen = Set<IPAddress>()
+                let elements = group.services.flatMap { membersByService[$0] ?? [] }
+                    .flatMap { $0.addresses.filter { $0.isIPv4 == (f == .v4) } }
+                    .filter { seen.insert($0).inserted }
+                    .map { SetElement(value($0)) }
+                sets.append(NFTSet(name: Names.sourceGroup(group, f), key: KeyType(addrType), elements: elements))
             }
             for (i, (name, _)) in maps.enumerated() {
                 sets.append(NFTSet(name: name, key: KeyType(addrType), data: .verdict, elements: mapElements[i]))
@@ -130,10 +196,13 @@ private struct Builder {
         // Identity chains.
         var byReference: [String: Flow] = [:]
         for f in flows { byReference[f.reference] = f }
-        for id in sortedIdentities {
-            chains += [Chain(name: Names.ingressChain(id)), Chain(name: Names.egressChain(id)),
-                       Chain(name: Names.fromHostChain(id)), Chain(name: Names.toHostChain(id))]
-            rules += identityRules(id)
+        for name in sharedDenials.keys.sorted() {
+            chains.append(Chain(name: name))
+            rules.append(sharedDenials[name]!)
+        }
+        for (chain, chainRules) in identityChains {
+            chains.append(chain)
+            rules += chainRules
         }
         var table = Table(family: .inet, name: Names.table, flags: options.tableFlags)
         table.sets = sets
@@ -174,6 +243,8 @@ private struct Builder {
         }
         for f in Family.allCases {
             r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(Names.egressMap(f)))]))
+            r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
+                          comment: "shared denies: no flow from this container to ungoverned addresses"))
         }
         return r
     }
@@ -186,6 +257,8 @@ private struct Builder {
         for f in Family.allCases {
             let field = input ? fields(f).saddr : fields(f).daddr
             r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(input ? Names.toHostMap(f) : Names.fromHostMap(f)))]))
+            r.append(Rule(chain: c, [.match(Match(field, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
+                          comment: input ? "shared denies: no flow from this container to the host" : "shared denies: no flow from the host to this container"))
             r.append(Rule(chain: c, [.match(Match(field, .set(Names.governed(f)))), .counter(), .verdict(.drop)],
                           comment: input ? "unclassified source on a governed network" : "unclassified destination on a governed network"))
         }
@@ -194,18 +267,28 @@ private struct Builder {
 
     // MARK: - Identity chains
 
-    func identityRules(_ id: Identity) -> [Rule] {
+    /// The allow rules of each of the identity's chains (without the final denial).
+    func identityRules(_ id: Identity) -> [ChainKind: [Rule]] {
         let members = Set(id.services)
         var rules: [Rule] = []
         let inChain = Names.ingressChain(id), outChain = Names.egressChain(id)
         let fromHost = Names.fromHostChain(id), toHost = Names.toHostChain(id)
-        for flow in flows {
+        // Only flows that name a member, in file order (each flow once even if it names several).
+        let relevant = Set(id.services.flatMap { flowsByService[$0] ?? [] }).sorted()
+        for flow in relevant.map({ flows[$0] }) {
             let toMember = flow.to.contains { $0.endpoint.serviceRef.map(members.contains) == true }
             let fromMember = flow.from.contains { $0.endpoint.serviceRef.map(members.contains) == true }
             if toMember {
+                let group = sourceGroup(flow)
+                if let group {
+                    for f in Family.allCases {
+                        rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(Names.sourceGroup(group, f))))])
+                    }
+                }
                 for source in flow.from {
                     switch source.endpoint {
                     case .service(let ref):
+                        if group != nil { continue }
                         for f in Family.allCases {
                             rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(Names.service(ref.segment, ref.name, f))))])
                         }
@@ -238,10 +321,26 @@ private struct Builder {
                 }
             }
         }
-        for chain in [inChain, outChain, fromHost, toHost] {
-            rules.append(denial(chain, id))
-        }
-        return rules
+        let byChain = Dictionary(grouping: rules, by: \.chain)
+        var out: [ChainKind: [Rule]] = [:]
+        for kind in ChainKind.allCases { out[kind] = byChain[kind.chainName(id)] ?? [] }
+        return out
+    }
+
+    /// Where an audit identity's egress and host traffic goes when no flow allows any: one chain
+    /// per set of segments, whose names the log prefix carries.
+    func sharedAuditChain(_ id: Identity) -> String? {
+        let segments = Array(Set(id.services.map(\.segment))).sorted()
+        return segments.allSatisfy({ modes[$0] == .audit }) ? "audit_" + segments.joined(separator: "_") : nil
+    }
+
+    /// The services a flow names as sources, when there are several (and their set name fits):
+    /// they share one source set and one rule per destination, instead of a rule each.
+    func sourceGroup(_ flow: Flow) -> Identity? {
+        let refs = Array(Set(flow.from.compactMap(\.endpoint.serviceRef)))
+        guard refs.count >= 2 else { return nil }
+        let group = Identity(refs)
+        return Names.sourceGroup(group, .v4).utf8.count <= Names.maximumNameLength ? group : nil
     }
 
     /// One accept rule per protocol of the flow's ports, with the flow's `file:line` and a counter.
@@ -285,15 +384,16 @@ private struct Builder {
     }
 
     /// The end of every identity chain: drop and count, or in audit mode log, count and accept.
-    func denial(_ chain: String, _ id: Identity) -> Rule {
+    func denial(_ chain: String, _ id: Identity, shared: Bool = false) -> Rule {
         let segments = Array(Set(id.services.map(\.segment))).sorted()
         let audit = segments.allSatisfy { modes[$0] == .audit }
+        let who = shared ? (audit ? segments.joined(separator: ",") : "shared") : id.description
         if audit {
             let prefix = "bulkhead audit \(segments.joined(separator: ",")): "
             return Rule(chain: chain, [.counter(), .log(Log(prefix: prefix, group: options.auditLogGroup)), .verdict(.accept)],
-                        comment: "\(id) would deny")
+                        comment: "\(who) would deny")
         }
-        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: "\(id) denies")
+        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: "\(who) denies")
     }
 
     // MARK: - Values

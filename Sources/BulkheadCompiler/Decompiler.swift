@@ -43,8 +43,10 @@ public enum Decompiler {
                 unrecognized.append(rule)
                 continue
             }
-            for port in parsed.ports {
-                grants.insert(Grant(from: parsed.from, to: parsed.to, port: port, reference: comment))
+            for from in parsed.from {
+                for port in parsed.ports {
+                    grants.insert(Grant(from: from, to: parsed.to, port: port, reference: comment))
+                }
             }
         }
         return Reading(grants: grants.sorted(), members: members, unrecognized: unrecognized)
@@ -57,8 +59,9 @@ public enum Decompiler {
     }
 
     static func parse(_ rule: Rule, kind: Kind, service: ServiceRef, services: [String: ServiceRef])
-        -> (from: Endpoint, to: Endpoint, ports: [PortSpec])? {
+        -> (from: [Endpoint], to: Endpoint, ports: [PortSpec])? {
         var peer: Endpoint?
+        var group: [Endpoint] = []
         var prefix: IPNetwork?
         var tcp: [ClosedRange<UInt16>] = [], udp: [ClosedRange<UInt16>] = []
         var icmp = false
@@ -72,6 +75,13 @@ public enum Decompiler {
                     let parts = name.split(separator: "_")
                     guard parts.count == 4, let ref = services["\(parts[1])_\(parts[2])"] else { return nil }
                     peer = .service(ref)
+                } else if name.hasPrefix("from_"), name.hasSuffix("_v4") || name.hasSuffix("_v6") {
+                    // from_<seg>_<svc>__<seg>_<svc>…_<family>: names have no '_', so the split is exact.
+                    let body = name.dropFirst("from_".count).dropLast(3)
+                    for member in body.components(separatedBy: "__") {
+                        guard let ref = services[member] else { return nil }
+                        group.append(.service(ref))
+                    }
                 }
             case (.ipSaddr, .prefix(let v, let len)), (.ipDaddr, .prefix(let v, let len)),
                  (.ip6Saddr, .prefix(let v, let len)), (.ip6Daddr, .prefix(let v, let len)):
@@ -93,11 +103,12 @@ public enum Decompiler {
         let me = Endpoint.service(service)
         switch kind {
         case .ingress:
+            if !group.isEmpty { return (group, me, ports) }
             guard let peer else { return nil }
-            return (peer, me, ports)
-        case .egress: return (me, peer ?? .world, ports)
-        case .fromHost: return (.host, me, ports)
-        case .toHost: return (me, .host, ports)
+            return ([peer], me, ports)
+        case .egress: return ([me], peer ?? .world, ports)
+        case .fromHost: return ([.host], me, ports)
+        case .toHost: return ([me], .host, ports)
         }
     }
 

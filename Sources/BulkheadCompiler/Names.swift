@@ -14,6 +14,13 @@ public enum Names {
     /// Addresses of the containers of one service.
     public static func service(_ segment: String, _ name: String, _ f: Family) -> String { "svc_\(segment)_\(name)_\(f.rawValue)" }
 
+    /// Addresses of several services that a flow names together as its sources: one rule then
+    /// covers them all (the kernel's cost grows with rules, not with set elements).
+    public static func sourceGroup(_ group: Identity, _ f: Family) -> String { "from_\(group.chainSuffix)_\(f.rawValue)" }
+
+    /// Longest set name the kernel takes is 255 bytes; longer groups fall back to a rule per service.
+    public static let maximumNameLength = 255
+
     /// Verdict maps: managed address → jump to its identity's chain of that kind.
     public static func ingressMap(_ f: Family) -> String { "ingress_\(f.rawValue)" }
     public static func egressMap(_ f: Family) -> String { "egress_\(f.rawValue)" }

@@ -102,9 +102,20 @@ private final class EventReader {
     private let maxDepth: Int
     private var diagnostics: [Diagnostic] = []
 
-    private enum Frame {
-        case mapping(mark: Mark, entries: [YAMLMapping.Entry], pendingKey: YAMLScalar?, keyIsBad: Bool)
-        case sequence(mark: Mark, items: [YAMLNode])
+    /// A collection being built. A class, so appending to the innermost one mutates it in place:
+    /// with enum payloads every append copied the array (quadratic in a 10,000-item list).
+    private final class Frame {
+        let mark: Mark
+        let isMapping: Bool
+        var items: [YAMLNode] = []
+        var entries: [YAMLMapping.Entry] = []
+        var pendingKey: YAMLScalar?
+        var keyIsBad = false
+
+        init(mark: Mark, isMapping: Bool) {
+            self.mark = mark
+            self.isMapping = isMapping
+        }
     }
 
     init(buffer: UnsafeBufferPointer<UInt8>, file: String, maxDepth: Int) {
@@ -157,26 +168,22 @@ private final class EventReader {
         var event = yaml_event_t()
 
         func attach(_ node: YAMLNode) {
-            guard let top = stack.popLast() else {
+            guard let top = stack.last else {
                 root = node
                 return
             }
-            switch top {
-            case .sequence(let mark, var items):
-                items.append(node)
-                stack.append(.sequence(mark: mark, items: items))
-            case .mapping(let mark, var entries, let pendingKey, let keyIsBad):
-                if keyIsBad {
-                    stack.append(.mapping(mark: mark, entries: entries, pendingKey: nil, keyIsBad: false))
-                } else if let key = pendingKey {
-                    entries.append(.init(key: key, value: node))
-                    stack.append(.mapping(mark: mark, entries: entries, pendingKey: nil, keyIsBad: false))
-                } else if case .scalar(let s) = node {
-                    stack.append(.mapping(mark: mark, entries: entries, pendingKey: s, keyIsBad: false))
-                } else {
-                    report(.wrongType, "a mapping key must be a string, not \(node.kindDescription)", node.mark)
-                    stack.append(.mapping(mark: mark, entries: entries, pendingKey: nil, keyIsBad: true))
-                }
+            if !top.isMapping {
+                top.items.append(node)
+            } else if top.keyIsBad {
+                top.keyIsBad = false
+            } else if let key = top.pendingKey {
+                top.entries.append(.init(key: key, value: node))
+                top.pendingKey = nil
+            } else if case .scalar(let s) = node {
+                top.pendingKey = s
+            } else {
+                report(.wrongType, "a mapping key must be a string, not \(node.kindDescription)", node.mark)
+                top.keyIsBad = true
             }
         }
 
@@ -220,19 +227,19 @@ private final class EventReader {
                 if event.type == YAML_SEQUENCE_START_EVENT {
                     checkAnchor(event.data.sequence_start.anchor, mark)
                     checkTag(event.data.sequence_start.tag, mark)
-                    stack.append(.sequence(mark: mark, items: []))
+                    stack.append(Frame(mark: mark, isMapping: false))
                 } else {
                     checkAnchor(event.data.mapping_start.anchor, mark)
                     checkTag(event.data.mapping_start.tag, mark)
-                    stack.append(.mapping(mark: mark, entries: [], pendingKey: nil, keyIsBad: false))
+                    stack.append(Frame(mark: mark, isMapping: true))
                 }
             case YAML_SEQUENCE_END_EVENT:
-                if case .sequence(let m, let items)? = stack.popLast() {
-                    attach(.sequence(YAMLSequence(items: items, mark: m)))
+                if let f = stack.popLast() {
+                    attach(.sequence(YAMLSequence(items: f.items, mark: f.mark)))
                 }
             case YAML_MAPPING_END_EVENT:
-                if case .mapping(let m, let entries, _, _)? = stack.popLast() {
-                    attach(.mapping(YAMLMapping(entries: entries, mark: m)))
+                if let f = stack.popLast() {
+                    attach(.mapping(YAMLMapping(entries: f.entries, mark: f.mark)))
                 }
             default:
                 break
