@@ -69,7 +69,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "BulkheadPolicyTests", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadYAML"]),
-        .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset"]),
+        .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
