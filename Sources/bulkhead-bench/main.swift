@@ -46,6 +46,17 @@ func nftScript() -> String {
     return out + " }\n"
 }
 
+/// The benchmark's triples as 100k iptables rules (what an iptables-based tool would load).
+func iptablesScript() -> String {
+    var out = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+    out.reserveCapacity(elementCount * 80)
+    for i in 0..<elementCount {
+        let (s, d, p) = element(i)
+        out += "-A FORWARD -s \(dotted(s))/32 -d \(dotted(d))/32 -p tcp -m tcp --dport \(p) -j ACCEPT\n"
+    }
+    return out + "COMMIT\n"
+}
+
 func seconds(_ d: Duration) -> Double {
     Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
 }
@@ -165,6 +176,19 @@ func benchmarkAll() throws {
     guard nft.status == 0 else { fail("nft -f failed (exit \(nft.status))") }
     json([("bench", "netfilter.commit_100k_concat"), ("impl", "bulkhead"), ("wall_s", ours.wall), ("peak_rss_mb", Double(ours.maxRSSKiB) / 1024)])
     json([("bench", "netfilter.commit_100k_concat"), ("impl", "nft -f"), ("wall_s", nft.wall), ("peak_rss_mb", Double(nft.maxRSSKiB) / 1024)])
+    // iptables-restore of the same 100k (source, destination, port) triples as plain rules, in
+    // fresh namespaces: the nf_tables backend (Debian's default) and the legacy one.
+    let iptFile = NSTemporaryDirectory() + "bh-bench-\(getpid()).iptables"
+    try iptablesScript().write(toFile: iptFile, atomically: true, encoding: .utf8)
+    defer { unlink(iptFile) }
+    for (tool, label) in [("iptables-nft-restore", "iptables-restore (nf_tables)"), ("iptables-legacy-restore", "iptables-restore (legacy)")] {
+        let r = runChild(["ip", "netns", "exec", freshNamespace(), tool, iptFile])
+        if r.status != 0 {
+            json([("bench", "netfilter.commit_100k_concat"), ("impl", label), ("skipped", "\(tool) exit \(r.status)")])
+            continue
+        }
+        json([("bench", "netfilter.commit_100k_concat"), ("impl", label), ("rules", elementCount), ("wall_s", r.wall), ("peak_rss_mb", Double(r.maxRSSKiB) / 1024)])
+    }
     json([("bench", "netfilter.commit_100k_concat"), ("impl", "ratio"), ("speedup", nft.wall / ours.wall),
           ("rss_fraction", Double(ours.maxRSSKiB) / Double(nft.maxRSSKiB)), ("target", ">=3x faster, <=0.5 of nft's peak RSS")])
 
@@ -241,13 +265,28 @@ do {
             let t = try nf.dump(table: tableID)
             print("sets \(t?.sets.map { "\($0.name):\($0.elements.count)" } ?? []) in \(ContinuousClock.now - t0), torn re-reads \(nf.lastDump?.tornElementDumps ?? 0)")
         }
+    case "churn"?:
+        guard getuid() == 0, args.count >= 2 else { fail("usage: bulkhead-bench churn DIR... (root)") }
+        try churn(Array(args.dropFirst()))
+    case "forward"?:
+        guard getuid() == 0, args.count == 2 else { fail("usage: bulkhead-bench forward DIR (root)") }
+        try forward(args[1])
+    case "tcp-server"?:
+        guard args.count >= 3 else { fail("usage: bulkhead-bench tcp-server ADDR PORT...") }
+        tcpServer(args[1], args.dropFirst(2).map { UInt16($0)! })
+    case "tcp-connect"?:
+        guard args.count == 5, let port = UInt16(args[2]), let count = Int(args[3]) else { fail("usage: bulkhead-bench tcp-connect ADDR PORT COUNT OUT") }
+        try tcpConnect(args[1], port, count, args[4])
+    case "docker"?:
+        guard getuid() == 0 else { fail("bulkhead-bench docker needs root") }
+        try await dockerBenchmarks(Array(args.dropFirst()))
     case "privilege-check"?:
         guard args.count == 2 else { fail("usage: bulkhead-bench privilege-check NETNS") }
         let nf = try NetlinkNetfilter(namespace: args[1])
         _ = try nf.generation()
         print("ok: ownership \(nf.ownership)")
     default:
-        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | privilege-check NETNS]")
+        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | churn DIR... | forward DIR | docker ... | privilege-check NETNS]")
     }
 } catch {
     fail("bulkhead-bench: \(error)")

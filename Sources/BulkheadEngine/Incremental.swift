@@ -1,0 +1,186 @@
+import BulkheadCompiler
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+
+/// Container churn without a full compile: given the table last applied (compiled from these
+/// policies and an inventory) and one container added or removed, the element-only transaction
+/// that `Diff` would produce for the new inventory — the container's addresses in `managed_v4/6`,
+/// in the `svc_*` sets of its services and in the four verdict maps (`ingress`, `egress`,
+/// `from_host`, `to_host`), in the table's set order.
+///
+/// The cost per event is independent of the number of containers: membership is decided against
+/// the services only, and the transaction is validated against a table holding just the sets it
+/// touches (and the chains its verdicts jump to) rather than the whole applied table.
+///
+/// When the change is more than elements, `transaction(for:)` says so and the caller runs the full
+/// `Planner.plan` instead: a combination of services with no chains yet, an address that another
+/// container already holds, a network the inventory did not have, a container name seen twice or
+/// a removal of an unknown container, a set missing from the table.
+public struct IncrementalPlanner: Sendable {
+    public enum Change: Sendable, Hashable {
+        case added(Container)
+        case removed(Container)
+    }
+
+    public enum Outcome: Sendable {
+        /// Element operations only (empty when the container belongs to no service).
+        case transaction(Transaction)
+        /// Not an element-only change: run the full plan.
+        case needsFullPlan(reason: String)
+    }
+
+    private let header: Table
+    private let services: [Service]
+    /// Set definitions (no elements), and each set's position in the applied table.
+    private let setDefinitions: [String: NFTSet]
+    private let setPosition: [String: Int]
+    private let chainNames: Set<String>
+    private let networks: Set<String>
+    /// Containers of the inventory the table holds, by name.
+    private var containers: [String: Container]
+    /// How many containers of that inventory hold each address.
+    private var addressOwners: [IPAddress: Int]
+    /// How many of its containers have each identity of several services (those chains exist only
+    /// while some container has the combination).
+    private var combinations: [Identity: Int]
+
+    /// - Parameters:
+    ///   - table: the table last applied, compiled from `policies` and `inventory`.
+    public init(policies: PolicySet, inventory: Inventory, applied table: Table) {
+        header = table.header
+        let allServices = policies.services
+        services = allServices
+        var defs: [String: NFTSet] = [:], pos: [String: Int] = [:]
+        for (i, s) in table.sets.enumerated() {
+            defs[s.name] = s.definition
+            pos[s.name] = i
+        }
+        setDefinitions = defs
+        setPosition = pos
+        chainNames = Set(table.chains.map(\.name))
+        networks = Set(inventory.networks.map(\.name))
+        var byName: [String: Container] = [:], owners: [IPAddress: Int] = [:], combos: [Identity: Int] = [:]
+        // Replicas share their labels: decide membership once per distinct label set.
+        var byLabels: [[String: String]: [ServiceRef]] = [:]
+        for c in inventory.containers {
+            byName[c.name] = c
+            for a in c.addresses { owners[a, default: 0] += 1 }
+            let refs = byLabels[c.labels] ?? {
+                let r = allServices.filter { $0.matches(c) }.map(\.ref)
+                byLabels[c.labels] = r
+                return r
+            }()
+            if refs.count > 1 { combos[Identity(refs), default: 0] += 1 }
+        }
+        containers = byName
+        addressOwners = owners
+        combinations = combos
+    }
+
+    /// The services a container belongs to (the evaluator's membership rule).
+    public func services(of container: Container) -> [ServiceRef] {
+        services.filter { $0.matches(container) }.map(\.ref)
+    }
+
+    /// The transaction for one change; does not change this planner (call `record` once it is applied).
+    public func transaction(for change: Change) -> Outcome {
+        let container: Container, adding: Bool
+        switch change {
+        case .added(let c):
+            guard containers[c.name] == nil else { return .needsFullPlan(reason: "container \(c.name) is already known") }
+            for a in c.addresses where addressOwners[a, default: 0] > 0 {
+                return .needsFullPlan(reason: "address \(a) of \(c.name) is already held by another container")
+            }
+            (container, adding) = (c, true)
+        case .removed(let c):
+            guard let known = containers[c.name] else { return .needsFullPlan(reason: "container \(c.name) is not known") }
+            for a in known.addresses where addressOwners[a, default: 0] > 1 {
+                return .needsFullPlan(reason: "address \(a) of \(c.name) is shared with another container")
+            }
+            (container, adding) = (known, false)
+        }
+        for n in container.networks.keys where !networks.contains(n) {
+            return .needsFullPlan(reason: "network \(n) of \(container.name) is not in the inventory")
+        }
+        var tx = Transaction(table: header.id, current: nil)
+        let refs = services(of: container)
+        guard !refs.isEmpty else { return .transaction(tx) }  // unclassified: nothing of its own
+        let id = Identity(refs)
+        if !adding, refs.count > 1, combinations[id, default: 0] <= 1 {
+            return .needsFullPlan(reason: "\(container.name) is the last container of identity \(id): its chains go")
+        }
+        let jumps: [(map: (Names.Family) -> String, chain: String)] = [
+            (Names.ingressMap, Names.ingressChain(id)), (Names.egressMap, Names.egressChain(id)),
+            (Names.fromHostMap, Names.fromHostChain(id)), (Names.toHostMap, Names.toHostChain(id)),
+        ]
+        for j in jumps where !chainNames.contains(j.chain) {
+            return .needsFullPlan(reason: "identity \(id) has no chain \(j.chain) yet")
+        }
+
+        // Elements per set.
+        var elements: [String: [SetElement]] = [:]
+        for f in Names.Family.allCases {
+            let values = container.addresses.filter { $0.isIPv4 == (f == .v4) }.map(Self.value)
+            guard !values.isEmpty else { continue }
+            elements[Names.managed(f)] = values.map { SetElement($0) }
+            for r in refs { elements[Names.service(r.segment, r.name, f)] = values.map { SetElement($0) } }
+            for j in jumps { elements[j.map(f)] = values.map { SetElement($0, .verdict(.jump(j.chain))) } }
+        }
+        var touched: [NFTSet] = []
+        for name in elements.keys {
+            guard let def = setDefinitions[name] else { return .needsFullPlan(reason: "set \(name) is not in the table") }
+            touched.append(def)
+        }
+        touched.sort { setPosition[$0.name]! < setPosition[$1.name]! }
+
+        // Validate against just what the operations touch.
+        var current = header
+        current.chains = jumps.map { Chain(name: $0.chain) }
+        current.sets = touched.map { def in
+            var s = def
+            if !adding { s.setElements(elements[def.name]!) }
+            return s
+        }
+        tx = Transaction(table: header.id, current: current)
+        do {
+            for def in touched {
+                let els = ElementOrder.sorted(elements[def.name]!, key: def.key)
+                if adding { try tx.add(.elements(set: def.name, els)) } else { try tx.delete(.elements(set: def.name, els)) }
+            }
+        } catch {
+            return .needsFullPlan(reason: "\(error)")
+        }
+        return .transaction(tx)
+    }
+
+    /// Records a change whose transaction was applied.
+    public mutating func record(_ change: Change) {
+        switch change {
+        case .added(let c):
+            guard containers[c.name] == nil else { return }
+            containers[c.name] = c
+            for a in c.addresses { addressOwners[a, default: 0] += 1 }
+            let refs = services(of: c)
+            if refs.count > 1 { combinations[Identity(refs), default: 0] += 1 }
+        case .removed(let c):
+            guard let known = containers.removeValue(forKey: c.name) else { return }
+            for a in known.addresses {
+                let n = addressOwners[a, default: 0] - 1
+                addressOwners[a] = n > 0 ? n : nil
+            }
+            let refs = services(of: known)
+            if refs.count > 1 {
+                let n = combinations[Identity(refs), default: 0] - 1
+                combinations[Identity(refs)] = n > 0 ? n : nil
+            }
+        }
+    }
+
+    static func value(_ a: IPAddress) -> Value {
+        switch a {
+        case .v4(let v): return .ipv4(IPv4Address(v))
+        case .v6(let v): return .ipv6(IPv6Address(high: UInt64(truncatingIfNeeded: v >> 64), low: UInt64(truncatingIfNeeded: v)))
+        }
+    }
+}

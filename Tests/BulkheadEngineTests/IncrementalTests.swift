@@ -1,0 +1,161 @@
+import BulkheadCompiler
+import BulkheadEngine
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+import Testing
+
+/// The incremental path must produce exactly the transaction the full compile + Diff produces
+/// for one container added or removed, or say that it cannot.
+@Suite struct IncrementalMatchesDiff {
+    func without(_ inventory: Inventory, _ name: String) -> Inventory {
+        var i = inventory
+        i.containers.removeAll { $0.name == name }
+        return i
+    }
+
+    func table(_ p: PolicySet, _ i: Inventory) -> Table { Compiler.compile(p, i).table }
+
+    func isElementsOnly(_ tx: Transaction) -> Bool {
+        tx.operations.allSatisfy { if case .elements = $0.object { return true } else { return false } }
+    }
+
+    /// Checks both directions for every container of `inventory`; returns how many were element-only.
+    @discardableResult
+    func checkEveryContainer(_ policies: PolicySet, _ inventory: Inventory) throws -> Int {
+        let full = table(policies, inventory)
+        var incremental = 0
+        for c in inventory.containers {
+            let rest = without(inventory, c.name)
+            let less = table(policies, rest)
+
+            let addDiff = try Diff.between(desired: full, live: less)
+            switch IncrementalPlanner(policies: policies, inventory: rest, applied: less).transaction(for: .added(c)) {
+            case .transaction(let tx):
+                #expect(tx.operations == addDiff.operations, "add \(c.name):\n\(tx)\nvs diff:\n\(addDiff)")
+                incremental += 1
+            case .needsFullPlan(let reason):
+                #expect(!isElementsOnly(addDiff), "add \(c.name) fell back (\(reason)) though the diff is element-only")
+            }
+
+            let removeDiff = try Diff.between(desired: less, live: full)
+            switch IncrementalPlanner(policies: policies, inventory: inventory, applied: full).transaction(for: .removed(c)) {
+            case .transaction(let tx):
+                #expect(tx.operations == removeDiff.operations, "remove \(c.name):\n\(tx)\nvs diff:\n\(removeDiff)")
+            case .needsFullPlan(let reason):
+                #expect(!isElementsOnly(removeDiff), "remove \(c.name) fell back (\(reason)) though the diff is element-only")
+            }
+        }
+        return incremental
+    }
+
+    @Test func everyExampleContainerAddedAndRemoved() throws {
+        let (policies, inventory) = try examples()
+        let n = try checkEveryContainer(policies, inventory)
+        #expect(n == inventory.containers.count)
+    }
+
+    /// A second service selecting the api containers: they have a two-service identity.
+    func withTwoServiceIdentity() throws -> (PolicySet, Inventory) {
+        var (policies, inventory) = try examples()
+        let shop = try #require(policies.segments.firstIndex { $0.name == "shop" })
+        let api = try #require(policies.segments[shop].services.first { $0.name == "api" })
+        policies.segments[shop].services.append(Service(ref: ServiceRef(segment: "shop", name: "apiextra"),
+                                                        labels: ["com.docker.compose.service": "api"],
+                                                        location: api.location, selectorLocation: api.selectorLocation))
+        return (policies, inventory)
+    }
+
+    @Test func twoServiceIdentity() throws {
+        let (policies, inventory) = try withTwoServiceIdentity()
+        try checkEveryContainer(policies, inventory)
+        // shop-api-1 and -2 share the identity: either can come and go by elements alone.
+        let api1 = try #require(inventory.containers.first { $0.name == "shop-api-1" })
+        let planner = IncrementalPlanner(policies: policies, inventory: inventory, applied: table(policies, inventory))
+        guard case .transaction(let tx) = planner.transaction(for: .removed(api1)) else {
+            Issue.record("removing one of two api containers should be element-only")
+            return
+        }
+        #expect(isElementsOnly(tx) && !tx.isEmpty)
+        // The last container of the combination takes its chains with it: full plan.
+        let alone = without(inventory, "shop-api-2")
+        let lone = IncrementalPlanner(policies: policies, inventory: alone, applied: table(policies, alone))
+        guard case .needsFullPlan = lone.transaction(for: .removed(api1)) else {
+            Issue.record("removing the last container of a combination must fall back")
+            return
+        }
+        // A first container of a combination needs new chains: full plan.
+        let none = without(alone, "shop-api-1")
+        let first = IncrementalPlanner(policies: policies, inventory: none, applied: table(policies, none))
+        guard case .needsFullPlan = first.transaction(for: .added(api1)) else {
+            Issue.record("adding the first container of a combination must fall back")
+            return
+        }
+    }
+
+    @Test func unclassifiedContainerChangesNothing() throws {
+        let (policies, inventory) = try examples()
+        let stray = Container(name: "stray-1", labels: ["app": "nobody"],
+                              networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.200"), ipv6: IPAddress("fd00:20::200"))])
+        var more = inventory
+        more.containers.append(stray)
+        let diff = try Diff.between(desired: table(policies, more), live: table(policies, inventory))
+        let planner = IncrementalPlanner(policies: policies, inventory: inventory, applied: table(policies, inventory))
+        guard case .transaction(let tx) = planner.transaction(for: .added(stray)) else {
+            Issue.record("an unclassified container is not a full-plan change")
+            return
+        }
+        #expect(tx.isEmpty && diff.isEmpty)
+    }
+
+    @Test func fallsBackOnWhatIsNotElements() throws {
+        let (policies, inventory) = try examples()
+        let planner = IncrementalPlanner(policies: policies, inventory: inventory, applied: table(policies, inventory))
+        let api1 = try #require(inventory.containers.first { $0.name == "shop-api-1" })
+        var twin = api1
+        twin.name = "shop-api-twin"  // same addresses as shop-api-1
+        var elsewhere = api1
+        elsewhere.name = "shop-api-9"
+        elsewhere.networks = ["unknown_net": Attachment(ipv4: IPAddress("10.9.9.9"))]
+        for change in [IncrementalPlanner.Change.added(api1), .added(twin), .added(elsewhere),
+                       .removed(Container(name: "ghost", labels: [:], networks: [:]))] {
+            guard case .needsFullPlan = planner.transaction(for: change) else {
+                Issue.record("\(change) should need the full plan")
+                continue
+            }
+        }
+    }
+
+    /// A sequence of adds and removes through `record`, applied to a fake kernel, ends where the
+    /// full plan of the final inventory would: the next full plan is empty.
+    @Test func churnSequenceEndsWhereTheFullPlanDoes() throws {
+        let (policies, inventory) = try withTwoServiceIdentity()
+        var current = Inventory(networks: inventory.networks, containers: [], hostAddresses: inventory.hostAddresses)
+        let fake = FakeNetfilter()
+        let planner = Planner()
+        try planner.apply(try planner.plan(policies: policies, inventory: current, backend: fake), to: fake)
+        var inc = IncrementalPlanner(policies: policies, inventory: current, applied: try #require(try fake.dump(table: Planner.tableID)))
+        var fullPlans = 0
+        var changes = inventory.containers.map(IncrementalPlanner.Change.added)
+        changes += inventory.containers.prefix(4).map(IncrementalPlanner.Change.removed)
+        changes += inventory.containers.prefix(2).map(IncrementalPlanner.Change.added)
+        for change in changes {
+            switch change {
+            case .added(let c): current.containers.append(c)
+            case .removed(let c): current.containers.removeAll { $0.name == c.name }
+            }
+            switch inc.transaction(for: change) {
+            case .transaction(let tx):
+                try fake.apply(tx, expectedGeneration: nil)
+                inc.record(change)
+            case .needsFullPlan:
+                fullPlans += 1
+                try planner.apply(try planner.plan(policies: policies, inventory: current, backend: fake), to: fake)
+                inc = IncrementalPlanner(policies: policies, inventory: current, applied: try #require(try fake.dump(table: Planner.tableID)))
+            }
+            let check = try planner.plan(policies: policies, inventory: current, backend: fake)
+            #expect(!check.hasChanges, "after \(change):\n\(check.transaction)")
+        }
+        #expect(fullPlans >= 1)  // the first api container brings the combination's chains
+    }
+}
