@@ -36,6 +36,8 @@ public struct IncrementalPlanner: Sendable {
     private let setDefinitions: [String: NFTSet]
     private let setPosition: [String: Int]
     private let chainNames: Set<String>
+    /// Service → the source groups (`from_<group>_v4/6` sets, by `<group>`) it belongs to.
+    private let groupsByService: [ServiceRef: [String]]
     private let networks: Set<String>
     /// Containers of the inventory the table holds, by name.
     private var containers: [String: Container]
@@ -59,6 +61,16 @@ public struct IncrementalPlanner: Sendable {
         setDefinitions = defs
         setPosition = pos
         chainNames = Set(table.chains.map(\.name))
+        let refsByKey = Dictionary(allServices.map { ("\($0.ref.segment)_\($0.ref.name)", $0.ref) }, uniquingKeysWith: { a, _ in a })
+        var groups: [ServiceRef: [String]] = [:]
+        for s in table.sets where s.name.hasPrefix("from_") && s.name.hasSuffix("_v4") {
+            // from_<seg>_<svc>__<seg>_<svc>…_v4 (names have no '_', so the split is exact)
+            let stem = String(s.name.dropFirst("from_".count).dropLast(3))
+            for member in stem.components(separatedBy: "__") {
+                if let ref = refsByKey[member] { groups[ref, default: []].append(stem) }
+            }
+        }
+        groupsByService = groups
         networks = Set(inventory.networks.map(\.name))
         var byName: [String: Container] = [:], owners: [IPAddress: Int] = [:], combos: [Identity: Int] = [:]
         // Replicas share their labels: decide membership once per distinct label set.
@@ -110,13 +122,22 @@ public struct IncrementalPlanner: Sendable {
         if !adding, refs.count > 1, combinations[id, default: 0] <= 1 {
             return .needsFullPlan(reason: "\(container.name) is the last container of identity \(id): its chains go")
         }
-        let jumps: [(map: (Names.Family) -> String, chain: String)] = [
-            (Names.ingressMap, Names.ingressChain(id)), (Names.egressMap, Names.egressChain(id)),
-            (Names.fromHostMap, Names.fromHostChain(id)), (Names.toHostMap, Names.toHostChain(id)),
-        ]
-        for j in jumps where !chainNames.contains(j.chain) {
-            return .needsFullPlan(reason: "identity \(id) has no chain \(j.chain) yet")
+        guard chainNames.contains(Names.ingressChain(id)) else {
+            return .needsFullPlan(reason: "identity \(id) has no chain \(Names.ingressChain(id)) yet")
         }
+        // Where each map sends the identity, as the compiler decided: its own chain where one
+        // exists, else the shared audit chain of its segments, else nowhere (the drop after the map).
+        let auditChain = "audit_" + Array(Set(id.services.map(\.segment))).sorted().joined(separator: "_")
+        var jumps: [(map: (Names.Family) -> String, chain: String)] = []
+        for (map, chain) in [(Names.ingressMap, Names.ingressChain(id)), (Names.egressMap, Names.egressChain(id)),
+                             (Names.fromHostMap, Names.fromHostChain(id)), (Names.toHostMap, Names.toHostChain(id))] {
+            if chainNames.contains(chain) {
+                jumps.append((map, chain))
+            } else if chainNames.contains(auditChain) {
+                jumps.append((map, auditChain))
+            }
+        }
+        let groups = Set(refs.flatMap { groupsByService[$0] ?? [] }).sorted()
 
         // Elements per set.
         var elements: [String: [SetElement]] = [:]
@@ -125,6 +146,7 @@ public struct IncrementalPlanner: Sendable {
             guard !values.isEmpty else { continue }
             elements[Names.managed(f)] = values.map { SetElement($0) }
             for r in refs { elements[Names.service(r.segment, r.name, f)] = values.map { SetElement($0) } }
+            for g in groups { elements["from_\(g)_\(f.rawValue)"] = values.map { SetElement($0) } }
             for j in jumps { elements[j.map(f)] = values.map { SetElement($0, .verdict(.jump(j.chain))) } }
         }
         var touched: [NFTSet] = []
@@ -136,7 +158,7 @@ public struct IncrementalPlanner: Sendable {
 
         // Validate against just what the operations touch.
         var current = header
-        current.chains = jumps.map { Chain(name: $0.chain) }
+        current.chains = Set(jumps.map(\.chain)).sorted().map { Chain(name: $0) }
         current.sets = touched.map { def in
             var s = def
             if !adding { s.setElements(elements[def.name]!) }
