@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
+source scripts/lib/docker.sh
 
 if [ "${CI:-}" = "true" ] && [ "$(id -u)" -ne 0 ]; then
     echo "error: CI runs the kernel and Docker tests, which need root" >&2
@@ -11,6 +12,11 @@ if [ "${CI:-}" = "true" ] && [ "$(id -u)" -ne 0 ]; then
 fi
 
 install_packages
+# The Docker tests need dockerd and the busybox image: in CI their absence fails the run.
+if ! { ensure_dockerd && ensure_test_image; }; then
+    [ "${CI:-}" = "true" ] && exit 1
+    echo "warning: no dockerd: the Docker tests will skip" >&2
+fi
 
 logs=$(mktemp -d /tmp/bulkhead-test.XXXXXX)
 
