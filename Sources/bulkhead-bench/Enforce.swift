@@ -188,9 +188,9 @@ func forward(_ dir: String) throws {
     var pid: pid_t = 0
     let words: [String] = ["ip", "netns", "exec", serverNS, me, "tcp-server", serverAddr, "\(port)", "\(deniedPort)"]
     let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-    guard posix_spawnp(&pid, "ip", nil, nil, argv, environ) == 0 else { fail("cannot start tcp-server") }
+    guard withSpawnAttributes({ posix_spawnp(&pid, "ip", nil, $0, argv, environ) }) == 0 else { fail("cannot start tcp-server") }
     argv.forEach { free($0) }
-    defer { kill(pid, SIGTERM); var s: Int32 = 0; waitpid(pid, &s, 0) }
+    defer { stopChild(pid) }
     usleep(300_000)
 
     let out = NSTemporaryDirectory() + "bh-bench-tcp-\(getpid())"
@@ -219,6 +219,18 @@ func forward(_ dir: String) throws {
     let (none, noneFail) = rate(20_000)
     json([("bench", "enforce.tcp_connections_per_s"), ("impl", "no ruleset"), ("conn_per_s", none), ("failures", noneFail)])
 
+    // 1b. Connection tracking alone (what any stateful ruleset costs): one forward chain with
+    //     `ct state established,related accept` and nothing else.
+    let ctFile = out + ".ct.nft"
+    try "table inet bench_ct {\n\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n\t\tct state established,related accept\n\t}\n}\n"
+        .write(toFile: ctFile, atomically: true, encoding: .utf8)
+    defer { unlink(ctFile) }
+    guard runChild(["ip", "netns", "exec", host, "nft", "-f", ctFile]).status == 0 else { fail("nft -f (conntrack-only table) failed") }
+    let (ctOnly, ctFail) = rate(20_000)
+    json([("bench", "enforce.tcp_connections_per_s"), ("impl", "conntrack only (ct state rule)"), ("conn_per_s", ctOnly),
+          ("failures", ctFail), ("fraction_of_no_ruleset", ctOnly / none)])
+    _ = runChild(["ip", "netns", "exec", host, "nft", "delete", "table", "inet", "bench_ct"])
+
     // 2. Our table of the whole deployment.
     let nf = try NetlinkNetfilter(namespace: host)
     let planner = Planner()
@@ -229,6 +241,7 @@ func forward(_ dir: String) throws {
     let (ours, oursFail) = rate(20_000)
     json([("bench", "enforce.tcp_connections_per_s"), ("impl", "bulkhead"), ("containers", inventory.containers.count),
           ("conn_per_s", ours), ("failures", oursFail), ("denied_port_blocked", true), ("fraction_of_no_ruleset", ours / none),
+          ("fraction_of_conntrack_only", ours / ctOnly),
           ("target", ">= 0.9 of no ruleset")])
     var tx = Transaction(table: Planner.tableID, current: Table(family: .inet, name: Names.table))
     try tx.delete(.table(Table(family: .inet, name: Names.table)))

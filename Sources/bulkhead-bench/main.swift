@@ -80,6 +80,35 @@ struct ChildResult {
     var maxRSSKiB: Int
 }
 
+/// Spawn attributes that give a child default signal dispositions and an empty signal mask,
+/// whatever this process's threads block or ignore (so SIGTERM stops the agent and tcp-server).
+func withSpawnAttributes<T>(_ body: (UnsafePointer<posix_spawnattr_t>) -> T) -> T {
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var none = sigset_t(), all = sigset_t()
+    sigemptyset(&none)
+    sigfillset(&all)
+    posix_spawnattr_setsigmask(&attr, &none)
+    posix_spawnattr_setsigdefault(&attr, &all)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    return withUnsafePointer(to: &attr) { body($0) }
+}
+
+/// Sends SIGTERM, then SIGKILL if the child has not exited within `grace`, and reaps it.
+func stopChild(_ pid: pid_t, grace: Double = 5) {
+    kill(pid, SIGTERM)
+    var status: Int32 = 0
+    let deadline = Date().addingTimeInterval(grace)
+    while Date() < deadline {
+        if waitpid(pid, &status, WNOHANG) == pid { return }
+        usleep(20_000)
+    }
+    FileHandle.standardError.write(Data("child \(pid) ignored SIGTERM for \(grace) s; killing it\n".utf8))
+    kill(pid, SIGKILL)
+    waitpid(pid, &status, 0)
+}
+
 /// Runs a child and reports its own peak RSS (wait4 rusage: the child and what it waited for).
 func runChild(_ args: [String], stdout toNull: Bool = true) -> ChildResult {
     var pid: pid_t = 0
@@ -89,7 +118,7 @@ func runChild(_ args: [String], stdout toNull: Bool = true) -> ChildResult {
     let argv = args.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     let start = ContinuousClock.now
-    let rc = posix_spawnp(&pid, args[0], &actions, nil, argv, environ)
+    let rc = withSpawnAttributes { posix_spawnp(&pid, args[0], &actions, $0, argv, environ) }
     posix_spawn_file_actions_destroy(&actions)
     guard rc == 0 else { fail("cannot run \(args[0]): \(String(cString: strerror(rc)))") }
     var status: Int32 = 0
