@@ -96,18 +96,24 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                                                  "listen": "\(configuration.listenHost):\(configuration.listenPort)"])
         loadPolicies(initial: true)
         triggers.signal(.startup)
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await self.serveHTTP() }
-                group.addTask { await self.followDocker() }
-                group.addTask { await self.watchPolicies() }
-                group.addTask { await self.watchGeneration() }
-                group.addTask { await self.periodicResync() }
-                group.addTask { await self.reconcileLoop() }
+        // Graceful shutdown (SIGTERM, SIGINT) cancels every loop: the event stream, the HTTP
+        // server and the sleeps all end on cancellation, so the process exits promptly. A reconcile
+        // already sending its batch finishes first (the commit is one synchronous call).
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask { try await self.serveHTTP() }
+                    group.addTask { await self.followDocker() }
+                    group.addTask { await self.watchPolicies() }
+                    group.addTask { await self.watchGeneration() }
+                    group.addTask { await self.periodicResync() }
+                    group.addTask { await self.reconcileLoop() }
+                }
             }
-        } onGracefulShutdown: {
-            self.logger.info("agent stopping; the rules stay in the kernel (run `bulkhead uninstall` to remove them)")
+        } catch is CancellationError {
+            // Stopping is not a failure.
         }
+        logger.info("agent stopped; the rules stay in the kernel (run `bulkhead uninstall` to remove them)")
     }
 
     // MARK: - Loops
