@@ -51,7 +51,7 @@ total=0
 failed=0
 for name in all agent; do
     n=$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .*/\1/p' "$logs/$name.log" | tail -1)
-    f=$(grep -cE '^✘ Test [^ ]+.* failed after' "$logs/$name.log" || true)
+    f=$(grep -E '^✘ Test [^ ]+.* failed after' "$logs/$name.log" | grep -cv '^✘ Test run with' || true)
     total=$((total + ${n:-0}))
     failed=$((failed + f))
 done

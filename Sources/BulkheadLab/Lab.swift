@@ -209,6 +209,13 @@ public final class Lab: @unchecked Sendable {
         let purpose = "adding default routes of container \(node.container)"
         if let gw = node.defaultGatewayV4 { try ip(["-n", ns, "-4", "route", "add", "default", "via", "\(gw)"], purpose) }
         if let gw = node.defaultGatewayV6 { try ip(["-n", ns, "-6", "route", "add", "default", "via", "\(gw)"], purpose) }
+        // A container re-created with an address the host already tried to reach (and marked
+        // FAILED in its neighbour table) would stay unreachable over IPv6 for seconds: forget it.
+        for link in node.links {
+            for a in link.addresses {
+                try? ip(["-n", host, a.isIPv4 ? "-4" : "-6", "neigh", "flush", "to", "\(a.address)"], "forgetting stale neighbour entries")
+            }
+        }
     }
 
     private func addressArgs(_ a: IPNetwork, dev: String) -> [String] {
