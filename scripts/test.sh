@@ -29,9 +29,11 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 
-# Two runs: everything in parallel, then the agent suites alone. The dockerd suite stops and restarts
-# the shared dockerd (which would break the other Docker tests beside it), and the in-process agents
-# need the cooperative thread pool (2 threads here), which the blocking lab tests would starve.
+# Three runs, so that nothing starves or breaks its neighbours:
+# 1. everything else, in parallel (kernel, lab, enforcement, unit tests);
+# 2. the suites that drive async work on Swift's cooperative pool (2 threads here) — the Docker
+#    client and the in-process agent — which the blocking lab tests would starve;
+# 3. the agent against the real dockerd alone: it stops and restarts the shared dockerd.
 run_tests() {  # name, swift test arguments…
     local name=$1
     shift
@@ -43,13 +45,14 @@ run_tests() {  # name, swift test arguments…
 }
 
 status=0
-run_tests all --skip BulkheadAgentDockerTests --skip BulkheadAgentTests || status=$?
-run_tests agent --filter BulkheadAgentTests --filter BulkheadAgentDockerTests || status=$?
+run_tests main --skip BulkheadAgentDockerTests --skip BulkheadAgentTests --skip BulkheadDockerTests || status=$?
+run_tests async --filter BulkheadAgentTests --filter BulkheadDockerTests || status=$?
+run_tests dockerd --filter BulkheadAgentDockerTests || status=$?
 
 # A plain closing line: Swift Testing's summaries, restated as "N passed, N failed".
 total=0
 failed=0
-for name in all agent; do
+for name in main async dockerd; do
     n=$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .*/\1/p' "$logs/$name.log" | tail -1)
     f=$(grep -E '^✘ Test [^ ]+.* failed after' "$logs/$name.log" | grep -cv '^✘ Test run with' || true)
     total=$((total + ${n:-0}))

@@ -170,7 +170,8 @@ struct LiveDockerTests {
             return await group.next() ?? "none"
         }
         #expect(outcome == "finished")
-        #expect(clock.now - start < .seconds(5))
+        // Not a timing claim: a hang guard (the stream must end on cancellation, not on a timeout).
+        #expect(clock.now - start < .seconds(30))
     }
 
     @Test func apiErrorsCarryDockersMessage() async throws {
