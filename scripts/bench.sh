@@ -6,7 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 install_packages
-command -v bc >/dev/null || { apt-get install -y -qq bc >/dev/null; }
 
 echo "==> swift build -c release"
 swift build -c release 2>&1 | tail -1

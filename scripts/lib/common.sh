@@ -10,7 +10,7 @@ BULKHEAD_PACKAGES=(
     pkg-config libyaml-dev libnftnl-dev libmnl-dev
     nftables iproute2 iptables conntrack
     docker.io busybox-static
-    util-linux libcap2-bin time procps
+    util-linux libcap2-bin time procps bc
 )
 
 # Installs whatever of BULKHEAD_PACKAGES is missing. Idempotent; runs apt-get only when needed.
