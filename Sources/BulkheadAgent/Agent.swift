@@ -331,7 +331,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 generation = plan.baselineGeneration
             }
             let desired = plan.desired
-            let managed = inventory.containers.filter { !(Evaluator(policies: policies, inventory: inventory).membership[$0.name] ?? []).isEmpty }.count
+            let membership = Evaluator(policies: policies, inventory: inventory).membership
+            let managed = inventory.containers.filter { !(membership[$0.name] ?? []).isEmpty }.count
             state.withLock { s in
                 s.lastApplied = desired
                 s.lastGeneration = generation

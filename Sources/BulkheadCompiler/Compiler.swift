@@ -402,12 +402,7 @@ private struct Builder {
         f == .v4 ? (.ipSaddr, .ipDaddr) : (.ip6Saddr, .ip6Daddr)
     }
 
-    func value(_ a: IPAddress) -> Value {
-        switch a {
-        case .v4(let v): return .ipv4(IPv4Address(v))
-        case .v6(let v): return .ipv6(IPv6Address(high: UInt64(truncatingIfNeeded: v >> 64), low: UInt64(truncatingIfNeeded: v)))
-        }
-    }
+    func value(_ a: IPAddress) -> Value { a.nftValue }
 
     func keyPart(_ n: IPNetwork) -> KeyPart {
         switch value(n.network) {

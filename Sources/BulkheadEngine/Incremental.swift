@@ -142,7 +142,7 @@ public struct IncrementalPlanner: Sendable {
         // Elements per set.
         var elements: [String: [SetElement]] = [:]
         for f in Names.Family.allCases {
-            let values = container.addresses.filter { $0.isIPv4 == (f == .v4) }.map(Self.value)
+            let values = container.addresses.filter { $0.isIPv4 == (f == .v4) }.map(\.nftValue)
             guard !values.isEmpty else { continue }
             elements[Names.managed(f)] = values.map { SetElement($0) }
             for r in refs { elements[Names.service(r.segment, r.name, f)] = values.map { SetElement($0) } }
@@ -199,10 +199,4 @@ public struct IncrementalPlanner: Sendable {
         }
     }
 
-    static func value(_ a: IPAddress) -> Value {
-        switch a {
-        case .v4(let v): return .ipv4(IPv4Address(v))
-        case .v6(let v): return .ipv6(IPv6Address(high: UInt64(truncatingIfNeeded: v >> 64), low: UInt64(truncatingIfNeeded: v)))
-        }
-    }
 }
