@@ -70,6 +70,11 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         /// Whether this process has claimed the table (owner flag) since it started.
         var adopted = false
         var lastCounters: (time: ContinuousClock.Instant, table: Table?)?
+        /// Identities the last reconcile could not program (their containers are quarantined):
+        /// readiness says so until they compile again.
+        var failures: [Compiler.IdentityFailure] = []
+        /// Addresses the last inventory gave containers that are not enrolled (logged on change).
+        var rejectedAddresses: [RejectedAddress] = []
     }
 
     public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
@@ -88,7 +93,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     /// True once a reconcile has succeeded while Docker is reachable and policies are loaded.
     public var isReady: Bool {
-        state.withLock { $0.reconciledOnce && $0.dockerUp && $0.policies != nil }
+        state.withLock { $0.reconciledOnce && $0.dockerUp && $0.policies != nil && $0.failures.isEmpty }
     }
 
     public func run() async throws {
@@ -138,11 +143,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         })
     }
 
-    func readinessProblem() -> String {
+    /// Why `/readyz` answers 503 ("ready" when it does not).
+    public func readinessProblem() -> String {
         state.withLock { s in
             if s.policies == nil { return "not ready: no valid policies loaded" }
             if !s.dockerUp { return "not ready: Docker is unreachable (the last rules stay enforced)" }
             if !s.reconciledOnce { return "not ready: first reconcile has not succeeded yet" }
+            if let f = s.failures.first {
+                return "not ready: \(s.failures.count) identit\(s.failures.count == 1 ? "y" : "ies") cannot be programmed (the rest is enforced); first: \(f)"
+            }
             return "ready"
         }
     }
@@ -333,12 +342,17 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             let desired = plan.desired
             let membership = Evaluator(policies: policies, inventory: inventory).membership
             let managed = inventory.containers.filter { !(membership[$0.name] ?? []).isEmpty }.count
-            state.withLock { s in
+            let (failures, rejected) = (plan.failures, plan.rejectedAddresses)
+            let (failuresChanged, rejectionsChanged) = state.withLock { s in
                 s.lastApplied = desired
                 s.lastGeneration = generation
                 s.reconciledOnce = true
                 s.adopted = true
+                let changed = (s.failures != failures, s.rejectedAddresses != rejected)
+                (s.failures, s.rejectedAddresses) = (failures, rejected)
+                return changed
             }
+            reportEnrolment(plan, failuresChanged: failuresChanged, rejectionsChanged: rejectionsChanged)
             let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
             metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
@@ -372,6 +386,23 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
     }
 
+    /// Never silent: identities that could not be programmed and addresses that are not enrolled
+    /// are logged when they change, and counted in gauges.
+    func reportEnrolment(_ plan: Plan, failuresChanged: Bool, rejectionsChanged: Bool) {
+        metrics.set("bulkhead_identity_failures", Double(plan.failures.count))
+        metrics.set("bulkhead_rejected_addresses", Double(plan.rejectedAddresses.count))
+        if failuresChanged {
+            for f in plan.failures { logger.error("identity quarantined", metadata: ["failure": "\(f)"]) }
+            if plan.failures.isEmpty { logger.info("every identity is programmed again") }
+        }
+        if rejectionsChanged {
+            for r in plan.rejectedAddresses {
+                logger.warning("address not enrolled", metadata: ["container": "\(r.container)", "address": "\(r.address)",
+                                                                 "network": "\(r.network)", "reason": "\(r.reasonText)"])
+            }
+        }
+    }
+
     /// Re-sends the table header so the backend's ownership flags (owner,persist) make the table
     /// ours again after a restart (the kernel lets a process adopt an orphaned persistent table).
     /// Returns the generation after the claim, nil when there is no table to claim.
@@ -396,8 +427,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid).")
         metrics.describe("bulkhead_flow_packets_total", type: "counter", "Packets of new connections allowed, per flow (file:line), from the kernel's counters.")
         metrics.describe("bulkhead_denied_packets_total", type: "counter", "Packets denied (or audited), per identity, from the kernel's counters.")
+        metrics.describe("bulkhead_identity_failures", type: "gauge", "Identities that cannot be programmed; their containers are quarantined (all denied).")
+        metrics.describe("bulkhead_rejected_addresses", type: "gauge", "Container addresses not enrolled: outside their network's subnets, the host's, or claimed twice.")
         metrics.set("bulkhead_docker_up", 0)
         metrics.set("bulkhead_policy_errors", 0)
+        metrics.set("bulkhead_identity_failures", 0)
+        metrics.set("bulkhead_rejected_addresses", 0)
         metrics.set("bulkhead_drift_repairs_total", 0)
     }
 
@@ -409,15 +444,16 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         state.withLock { $0.lastCounters = (clock.now, table) }
         var allowed: [String: Double] = [:], denied: [String: Double] = [:]
         for rule in table.rules {
-            guard let comment = rule.comment else { continue }
+            guard let comment = rule.comment.flatMap(RuleComment.init(parsing:)) else { continue }
             for case .counter(let packets, _) in rule.statements {
-                if rule.statements.last == .verdict(.accept), !rule.statements.contains(where: { if case .log = $0 { return true } else { return false } }) {
-                    allowed[comment, default: 0] += Double(packets)
-                } else if let r = comment.range(of: " denies") ?? comment.range(of: " would deny") {
-                    // "shop/db denies", "shop/api+shop/extra would deny", "shared denies: …"
-                    denied[String(comment[..<r.lowerBound]), default: 0] += Double(packets)
-                } else if comment.hasPrefix("unclassified") {
-                    denied["unclassified", default: 0] += Double(packets)
+                switch comment {
+                case .flow(let reference) where rule.statements.last == .verdict(.accept):
+                    allowed[reference, default: 0] += Double(packets)
+                case .denial(let who, _): denied[who, default: 0] += Double(packets)
+                case .sharedDenial: denied["shared", default: 0] += Double(packets)
+                case .unclassified: denied["unclassified", default: 0] += Double(packets)
+                case .quarantine: denied["quarantined", default: 0] += Double(packets)
+                case .flow, .note: break
                 }
             }
         }

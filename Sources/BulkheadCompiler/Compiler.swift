@@ -31,6 +31,10 @@ public enum Compiler {
         /// drop is final whatever they accept.
         public var priority: Int32 = ChainPriority.filter - 10
         public var tableFlags: TableFlags = []
+        /// What an identity's chains must fit. Names, comments and log prefixes are bounded to the
+        /// kernel's limits by construction; a smaller value here stands for a kernel that takes
+        /// less, and shows what happens to an identity that still does not fit (quarantine).
+        public var limits: KernelLimits = .kernel
 
         public init() {}
     }
@@ -39,8 +43,26 @@ public enum Compiler {
         public var table: Table
         /// Every identity that has chains, sorted.
         public var identities: [Identity]
-        /// Rule comment (`file:line`) → the flow it enforces.
+        /// Rule comment (`file:line`, bounded) → the flow it enforces.
         public var flowsByReference: [String: Flow]
+        /// Identities whose chains could not be built within `Options.limits`, sorted. Their
+        /// containers are quarantined (every map sends their addresses to a drop chain, and they
+        /// are in no service's set); everything else is enforced as usual.
+        public var failures: [IdentityFailure]
+        /// Addresses the inventory gives containers that are not enrolled (the evaluator's rule).
+        public var rejectedAddresses: [RejectedAddress]
+    }
+
+    /// An identity that could not be compiled, and why.
+    public struct IdentityFailure: Sendable, Hashable, CustomStringConvertible {
+        public var identity: Identity
+        /// Its containers, sorted.
+        public var containers: [String]
+        public var reason: String
+
+        public var description: String {
+            "identity \(identity) (containers: \(containers.joined(separator: ", "))) cannot be programmed, its containers are quarantined: \(reason)"
+        }
     }
 
     public static func compile(_ policies: PolicySet, _ inventory: Inventory, options: Options = Options()) -> Output {
@@ -121,30 +143,55 @@ private struct Builder {
         var identityChains: [(Chain, [Rule])] = []
         var targets: [Identity: [ChainKind: String]] = [:]
         var sharedDenials: [String: Rule] = [:]
+        var failures: [Compiler.IdentityFailure] = []
         for id in sortedIdentities {
             let allowed = identityRules(id)
+            var chainsOfIdentity: [(Chain, [Rule])] = []
+            var targetsOfIdentity: [ChainKind: String] = [:]
+            var shared: [String: Rule] = [:]
             for kind in ChainKind.allCases {
                 let rules = allowed[kind] ?? []
                 if kind == .ingress || !rules.isEmpty {
                     let name = kind.chainName(id)
-                    identityChains.append((Chain(name: name), rules + [denial(name, id)]))
-                    targets[id, default: [:]][kind] = name
-                } else if let shared = sharedAuditChain(id) {
-                    if sharedDenials[shared] == nil { sharedDenials[shared] = denial(shared, id, shared: true) }
-                    targets[id, default: [:]][kind] = shared
+                    chainsOfIdentity.append((Chain(name: name), rules + [denial(name, id)]))
+                    targetsOfIdentity[kind] = name
+                } else if let name = sharedAuditChain(id) {
+                    if sharedDenials[name] == nil { shared[name] = denial(name, id, shared: true) }
+                    targetsOfIdentity[kind] = name
                 }
                 // Otherwise no map element at all: the rule after each map drops managed
                 // addresses it did not send anywhere.
             }
+            // One identity that does not fit must not stop the others: it is quarantined.
+            let problem = chainsOfIdentity.lazy.compactMap { chain, rules in
+                self.options.limits.problem(objectName: chain.name) ?? rules.lazy.compactMap(self.options.limits.problem(in:)).first
+            }.first ?? shared.lazy.compactMap { name, rule in
+                self.options.limits.problem(objectName: name) ?? self.options.limits.problem(in: rule)
+            }.first
+            if let problem {
+                let members = inventory.containers.filter { containerIdentity[$0.name] == id }.map(\.name).sorted()
+                failures.append(Compiler.IdentityFailure(identity: id, containers: members, reason: problem))
+                targets[id] = Dictionary(uniqueKeysWithValues: ChainKind.allCases.map { ($0, Names.quarantine) })
+                continue
+            }
+            identityChains += chainsOfIdentity
+            targets[id] = targetsOfIdentity
+            sharedDenials.merge(shared) { a, _ in a }
         }
+        let quarantined = Set(failures.map(\.identity))
         var sets: [NFTSet] = []
         var chains: [Chain] = []
         var rules: [Rule] = []
 
         let managedContainers = inventory.containers.filter { containerIdentity[$0.name] != nil }
+        // Only enrolled addresses: one outside its network's subnets, the host's, or claimed by
+        // two containers is nobody's (`Evaluator`).
+        var enrolled: [String: [IPAddress]] = [:]
+        for c in managedContainers { enrolled[c.name] = evaluator.enrolledAddresses(of: c) }
         var membersByService: [ServiceRef: [Container]] = [:]
         for c in managedContainers {
-            for ref in containerIdentity[c.name]?.services ?? [] { membersByService[ref, default: []].append(c) }
+            guard let id = containerIdentity[c.name], !quarantined.contains(id) else { continue }
+            for ref in id.services { membersByService[ref, default: []].append(c) }
         }
         for f in Family.allCases {
             let addrType: DataType = f == .v4 ? .ipv4Addr : .ipv6Addr
@@ -158,7 +205,7 @@ private struct Builder {
             var mapElements: [[SetElement]] = Array(repeating: [], count: maps.count)
             for c in managedContainers {
                 guard let id = containerIdentity[c.name] else { continue }
-                for a in c.addresses where a.isIPv4 == (f == .v4) {
+                for a in enrolled[c.name] ?? [] where a.isIPv4 == (f == .v4) {
                     let v = value(a)
                     managed.append(SetElement(v))
                     for (i, (_, chain)) in maps.enumerated() {
@@ -169,13 +216,13 @@ private struct Builder {
             sets.append(NFTSet(name: Names.managed(f), key: KeyType(addrType), elements: managed))
             for service in policies.services {
                 let members = membersByService[service.ref] ?? []
-                let elements = members.flatMap { $0.addresses.filter { $0.isIPv4 == (f == .v4) } }.map { SetElement(value($0)) }
+                let elements = members.flatMap { (enrolled[$0.name] ?? []).filter { $0.isIPv4 == (f == .v4) } }.map { SetElement(value($0)) }
                 sets.append(NFTSet(name: Names.service(service.ref.segment, service.ref.name, f), key: KeyType(addrType), elements: elements))
             }
             for group in sourceGroups {
                 var seen = Set<IPAddress>()
                 let elements = group.services.flatMap { membersByService[$0] ?? [] }
-                    .flatMap { $0.addresses.filter { $0.isIPv4 == (f == .v4) } }
+                    .flatMap { (enrolled[$0.name] ?? []).filter { $0.isIPv4 == (f == .v4) } }
                     .filter { seen.insert($0).inserted }
                     .map { SetElement(value($0)) }
                 sets.append(NFTSet(name: Names.sourceGroup(group, f), key: KeyType(addrType), elements: elements))
@@ -195,7 +242,11 @@ private struct Builder {
 
         // Identity chains.
         var byReference: [String: Flow] = [:]
-        for f in flows { byReference[f.reference] = f }
+        for f in flows { byReference[RuleComment.flow(f).text] = f }
+        if !quarantined.isEmpty {
+            chains.append(Chain(name: Names.quarantine))
+            rules.append(Rule(chain: Names.quarantine, [.counter(), .verdict(.drop)], comment: RuleComment.quarantine.text))
+        }
         for name in sharedDenials.keys.sorted() {
             chains.append(Chain(name: name))
             rules.append(sharedDenials[name]!)
@@ -208,7 +259,8 @@ private struct Builder {
         table.sets = sets
         table.chains = chains
         table.rules = rules
-        return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference)
+        return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
+                               failures: failures, rejectedAddresses: evaluator.rejectedAddresses)
     }
 
     // MARK: - Base chains
@@ -229,14 +281,14 @@ private struct Builder {
         var r = [ctEstablished(c)]
         // Router advertisements and redirects forwarded between bridge ports come from containers.
         r.append(Rule(chain: c, [.match(Match(.icmpv6Type, .anonymousSet([SetElement(.icmpv6Type(134)), SetElement(.icmpv6Type(137))]))),
-                                 .counter(), .verdict(.drop)], comment: "containers may not send router advertisements"))
+                                 .counter(), .verdict(.drop)], comment: RuleComment.note(RuleComment.routerAdvertisements).text))
         r.append(neighbourDiscovery(c))
         for f in Family.allCases {
             let (saddr, daddr) = fields(f)
             r.append(Rule(chain: c, [.match(Match(saddr, .set(Names.governed(f)))), .match(Match(saddr, negated: true, .set(Names.managed(f)))),
-                                     .counter(), .verdict(.drop)], comment: "unclassified source on a governed network"))
+                                     .counter(), .verdict(.drop)], comment: RuleComment.unclassified("source on a governed network").text))
             r.append(Rule(chain: c, [.match(Match(daddr, .set(Names.governed(f)))), .match(Match(daddr, negated: true, .set(Names.managed(f)))),
-                                     .counter(), .verdict(.drop)], comment: "unclassified destination on a governed network"))
+                                     .counter(), .verdict(.drop)], comment: RuleComment.unclassified("destination on a governed network").text))
         }
         for f in Family.allCases {
             r.append(Rule(chain: c, [.vmap(fields: [fields(f).daddr], map: .named(Names.ingressMap(f)))]))
@@ -244,7 +296,7 @@ private struct Builder {
         for f in Family.allCases {
             r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(Names.egressMap(f)))]))
             r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
-                          comment: "shared denies: no flow from this container to ungoverned addresses"))
+                          comment: RuleComment.sharedDenial("no flow from this container to ungoverned addresses").text))
         }
         return r
     }
@@ -258,9 +310,9 @@ private struct Builder {
             let field = input ? fields(f).saddr : fields(f).daddr
             r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(input ? Names.toHostMap(f) : Names.fromHostMap(f)))]))
             r.append(Rule(chain: c, [.match(Match(field, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
-                          comment: input ? "shared denies: no flow from this container to the host" : "shared denies: no flow from the host to this container"))
+                          comment: RuleComment.sharedDenial(input ? "no flow from this container to the host" : "no flow from the host to this container").text))
             r.append(Rule(chain: c, [.match(Match(field, .set(Names.governed(f)))), .counter(), .verdict(.drop)],
-                          comment: input ? "unclassified source on a governed network" : "unclassified destination on a governed network"))
+                          comment: RuleComment.unclassified(input ? "source on a governed network" : "destination on a governed network").text))
         }
         return r
     }
@@ -331,7 +383,7 @@ private struct Builder {
     /// per set of segments, whose names the log prefix carries.
     func sharedAuditChain(_ id: Identity) -> String? {
         let segments = Array(Set(id.services.map(\.segment))).sorted()
-        return segments.allSatisfy({ modes[$0] == .audit }) ? "audit_" + segments.joined(separator: "_") : nil
+        return segments.allSatisfy({ modes[$0] == .audit }) ? Names.auditChain(segments: segments) : nil
     }
 
     /// The services a flow names as sources, when there are several (and their set name fits):
@@ -364,7 +416,7 @@ private struct Builder {
             if match.isEmpty, p.first.map(isPortMatch) == true {
                 statements.append(.match(Match(.metaNfproto, .value(.nfProto(f == .v4 ? NFProto.ipv4 : NFProto.ipv6)))))
             }
-            return Rule(chain: chain, statements + p + [.counter(), .verdict(.accept)], comment: flow.reference)
+            return Rule(chain: chain, statements + p + [.counter(), .verdict(.accept)], comment: RuleComment.flow(flow).text)
         }
     }
 
@@ -389,11 +441,11 @@ private struct Builder {
         let audit = segments.allSatisfy { modes[$0] == .audit }
         let who = shared ? (audit ? segments.joined(separator: ",") : "shared") : id.description
         if audit {
-            let prefix = "bulkhead audit \(segments.joined(separator: ",")): "
+            let prefix = AuditLogPrefix.make(segments: segments)
             return Rule(chain: chain, [.counter(), .log(Log(prefix: prefix, group: options.auditLogGroup)), .verdict(.accept)],
-                        comment: "\(who) would deny")
+                        comment: RuleComment.denial(of: who, audit: true).text)
         }
-        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: "\(who) denies")
+        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: RuleComment.denial(of: who, audit: false).text)
     }
 
     // MARK: - Values

@@ -34,7 +34,7 @@ public enum Decompiler {
             let suffix = String(rule.chain.dropFirst(prefix.count))
             // Chains of multi-service identities repeat their members' grants; read single ones.
             guard let service = services[suffix] else { continue }
-            guard rule.statements.last == .verdict(.accept), let comment = rule.comment,
+            guard rule.statements.last == .verdict(.accept), case .flow(let comment)? = rule.comment.flatMap(RuleComment.init(parsing:)),
                   !rule.statements.contains(where: { if case .log = $0 { return true } else { return false } }) else {
                 if !isDenial(rule) { unrecognized.append(rule) }
                 continue

@@ -39,6 +39,9 @@ public struct IncrementalPlanner: Sendable {
     /// Service → the source groups (`from_<group>_v4/6` sets, by `<group>`) it belongs to.
     private let groupsByService: [ServiceRef: [String]]
     private let networks: Set<String>
+    /// Networks by name and the host's addresses: what decides whether an address is enrolled.
+    private let networkByName: [String: Network]
+    private let hostAddresses: Set<IPAddress>
     /// Containers of the inventory the table holds, by name.
     private var containers: [String: Container]
     /// How many containers of that inventory hold each address.
@@ -72,6 +75,8 @@ public struct IncrementalPlanner: Sendable {
         }
         groupsByService = groups
         networks = Set(inventory.networks.map(\.name))
+        networkByName = Dictionary(inventory.networks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        hostAddresses = Enrolment.hostAddresses(of: inventory)
         var byName: [String: Container] = [:], owners: [IPAddress: Int] = [:], combos: [Identity: Int] = [:]
         // Replicas share their labels: decide membership once per distinct label set.
         var byLabels: [[String: String]: [ServiceRef]] = [:]
@@ -115,6 +120,15 @@ public struct IncrementalPlanner: Sendable {
         for n in container.networks.keys where !networks.contains(n) {
             return .needsFullPlan(reason: "network \(n) of \(container.name) is not in the inventory")
         }
+        // An address that is not enrolled (outside its network's subnets, the host's): the full
+        // compile leaves it out and says why; elements here would enrol it.
+        for (n, attachment) in container.networks {
+            for a in [attachment.ipv4, attachment.ipv6].compactMap({ $0 }) {
+                if Enrolment.problem(a, network: networkByName[n], hostAddresses: hostAddresses) != nil {
+                    return .needsFullPlan(reason: "address \(a) of \(container.name) on \(n) is not enrolled")
+                }
+            }
+        }
         var tx = Transaction(table: header.id, current: nil)
         let refs = services(of: container)
         guard !refs.isEmpty else { return .transaction(tx) }  // unclassified: nothing of its own
@@ -127,7 +141,7 @@ public struct IncrementalPlanner: Sendable {
         }
         // Where each map sends the identity, as the compiler decided: its own chain where one
         // exists, else the shared audit chain of its segments, else nowhere (the drop after the map).
-        let auditChain = "audit_" + Array(Set(id.services.map(\.segment))).sorted().joined(separator: "_")
+        let auditChain = Names.auditChain(segments: Array(Set(id.services.map(\.segment))).sorted())
         var jumps: [(map: (Names.Family) -> String, chain: String)] = []
         for (map, chain) in [(Names.ingressMap, Names.ingressChain(id)), (Names.egressMap, Names.egressChain(id)),
                              (Names.fromHostMap, Names.fromHostChain(id)), (Names.toHostMap, Names.toHostChain(id))] {

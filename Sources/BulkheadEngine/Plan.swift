@@ -41,6 +41,10 @@ public struct Plan: Sendable {
     public var membership: [MembershipChange]
     /// Rules in the kernel's identity chains that Bulkhead did not write (drift).
     public var foreignRules: [Rule]
+    /// Identities that could not be compiled; their containers are quarantined (all denied).
+    public var failures: [Compiler.IdentityFailure] = []
+    /// Container addresses the inventory gives that are not enrolled, with why.
+    public var rejectedAddresses: [RejectedAddress] = []
 
     public var hasChanges: Bool { !transaction.isEmpty }
 
@@ -124,9 +128,12 @@ public struct Planner: Sendable {
             let names = Array(Set(added.compactMap { owners[$0] })).sorted()
             membership.append(.init(service: s, added: added, removed: removed, containers: names))
         }
-        return Plan(baseline: baseline, desired: desired, live: live, transaction: transaction,
-                    opened: opened, closed: closed, membership: membership,
-                    foreignRules: liveReading?.unrecognized ?? [])
+        var plan = Plan(baseline: baseline, desired: desired, live: live, transaction: transaction,
+                        opened: opened, closed: closed, membership: membership,
+                        foreignRules: liveReading?.unrecognized ?? [])
+        plan.failures = compiled.failures
+        plan.rejectedAddresses = compiled.rejectedAddresses
+        return plan
     }
 
     /// Applies `plan`, refusing (without writing anything) if the ruleset changed since it was read.

@@ -14,7 +14,14 @@ import BulkheadInventory
 ///   or B is not governed, A is, and a flow has one of A's services in `from` and B in `to`;
 ///   traffic with neither side governed is not Bulkhead's;
 /// - a governed address of no managed container is denied both ways;
-/// - a would-be denial is only logged when every service that decides it is in an `audit` segment.
+/// - a would-be denial is only logged when every service that decides it is in an `audit` segment;
+/// - an inventory can lie (a Docker API, a snapshot file): an address of a container is *enrolled*
+///   (counts as that container's) only when it lies in a subnet of the network it is attached on,
+///   is not a host address (a network gateway or `Inventory.hostAddresses`), and no other container
+///   claims it as well. A refused address is just not the container's: its other addresses stay
+///   enrolled; the refused one is classified as if no container held it (host, unclassified on a
+///   governed subnet, or world), so a forged claim never carries a service's permissions to it,
+///   and an address two containers claim carries neither one's (`rejectedAddresses` says why).
 public struct Evaluator: Sendable {
     public let policies: PolicySet
     public let inventory: Inventory
@@ -22,6 +29,9 @@ public struct Evaluator: Sendable {
     /// Container name → the services it belongs to, sorted.
     public let membership: [String: [ServiceRef]]
     private let owners: [IPAddress: Container]
+    /// Addresses of containers that are not enrolled, sorted by container, then address.
+    public let rejectedAddresses: [RejectedAddress]
+    private let rejectedByAddress: [IPAddress: [RejectedAddress]]
     private let hostAddresses: Set<IPAddress>
     /// Subnets of the networks some segment governs (those the inventory knows).
     public let governedSubnets: [IPNetwork]
@@ -39,17 +49,18 @@ public struct Evaluator: Sendable {
             byLabel["\(key)=\(service.labels[key]!)", default: []].append(service)
         }
         var membership: [String: [ServiceRef]] = [:]
-        var owners: [IPAddress: Container] = [:]
         for c in inventory.containers {
             var refs: [ServiceRef] = []
             for (key, value) in c.labels {
                 for service in byLabel["\(key)=\(value)"] ?? [] where service.matches(c) { refs.append(service.ref) }
             }
             membership[c.name] = refs.sorted()
-            for a in c.addresses { owners[a] = c }
         }
         self.membership = membership
-        self.owners = owners
+        let enrolment = Enrolment(inventory)
+        owners = enrolment.owners
+        rejectedAddresses = enrolment.rejected
+        rejectedByAddress = Dictionary(grouping: enrolment.rejected, by: \.address)
         let governed = policies.governedNetworks
         governedSubnets = inventory.networks.filter { governed.contains($0.name) }.flatMap(\.subnets).sorted()
         hostAddresses = Set(inventory.networks.flatMap(\.gateways) + inventory.hostAddresses)
@@ -130,15 +141,26 @@ public struct Evaluator: Sendable {
         public var passes: Bool { verdict != .denied }
     }
 
+    /// The addresses of `container` that are enrolled (see the type's notes), sorted.
+    public func enrolledAddresses(of container: Container) -> [IPAddress] {
+        container.addresses.filter { owners[$0]?.name == container.name }
+    }
+
     /// Decides a new connection from `source` to `destination`.
     public func evaluate(from source: Party, to destination: Party, _ traffic: Traffic) -> Decision {
         let a = identify(source), b = identify(destination)
-        func decide(_ verdict: Decision.Verdict, _ flow: Flow?, _ reason: String) -> Decision {
-            Decision(verdict: verdict, flow: flow, source: a, destination: b, reason: reason)
-        }
         func denied(_ deciding: [ServiceRef], _ reason: String) -> Decision {
             let audit = !deciding.isEmpty && deciding.allSatisfy { modes[$0.segment] == .audit }
             return decide(audit ? .audited : .denied, nil, audit ? reason + " (audit mode: logged, not dropped)" : reason)
+        }
+        // Why an address that some container claims is not that container's, when it matters.
+        let notes = [source, destination].compactMap { p -> String? in
+            guard case .address(let x) = p, let why = rejectedByAddress[x]?.first else { return nil }
+            return "\(x) is not enrolled: \(why.reasonText)"
+        }
+        let note = notes.isEmpty ? "" : " (" + notes.joined(separator: "; ") + ")"
+        func decide(_ verdict: Decision.Verdict, _ flow: Flow?, _ reason: String) -> Decision {
+            Decision(verdict: verdict, flow: flow, source: a, destination: b, reason: reason + note)
         }
         switch (a, b) {
         case (_, .unclassified):
@@ -185,5 +207,85 @@ public struct Evaluator: Sendable {
             if case .cidr(let n) = e { return "\(n.address) (world)" }
             return e.description
         }.joined(separator: " or ")
+    }
+}
+
+/// An address an inventory gives a container that is not enrolled as the container's.
+public struct RejectedAddress: Sendable, Hashable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        /// The address lies in no subnet of the network the container is attached on (or the
+        /// inventory does not know that network).
+        case outsideSubnets
+        /// The address is the host's: a network's gateway or one of `Inventory.hostAddresses`.
+        case hostAddress
+        /// Other containers claim the same address (names sorted): it is enrolled for none of them.
+        case claimedByOthers([String])
+    }
+
+    public var container: String
+    public var network: String
+    public var address: IPAddress
+    public var reason: Reason
+
+    public var reasonText: String {
+        switch reason {
+        case .outsideSubnets: return "container \(container) claims it on network \(network), whose subnets do not hold it"
+        case .hostAddress: return "container \(container) claims it on network \(network), but it is the host's (a gateway or host address)"
+        case .claimedByOthers(let others):
+            return "containers \(([container] + others).sorted().joined(separator: ", ")) all claim it, so it is enrolled for none of them"
+        }
+    }
+
+    public var description: String { "\(address) of \(container): \(reasonText)" }
+}
+
+/// Which container each address is enrolled for; the one implementation of the rule in
+/// `Evaluator`'s notes, also used by the incremental planner for a single new container.
+public struct Enrolment: Sendable {
+    public let owners: [IPAddress: Container]
+    public let rejected: [RejectedAddress]
+
+    public init(_ inventory: Inventory) {
+        var claims: [IPAddress: [(Container, String)]] = [:]
+        var rejected: [RejectedAddress] = []
+        let networks = Dictionary(inventory.networks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let hostAddresses = Self.hostAddresses(of: inventory)
+        for c in inventory.containers {
+            for (name, attachment) in c.networks.sorted(by: { $0.key < $1.key }) {
+                for a in [attachment.ipv4, attachment.ipv6].compactMap({ $0 }) {
+                    if let reason = Self.problem(a, network: networks[name], hostAddresses: hostAddresses) {
+                        rejected.append(RejectedAddress(container: c.name, network: name, address: a, reason: reason))
+                    } else if !(claims[a]?.contains { $0.0.name == c.name } ?? false) {
+                        claims[a, default: []].append((c, name))
+                    }
+                }
+            }
+        }
+        var owners: [IPAddress: Container] = [:]
+        for (a, holders) in claims {
+            if holders.count == 1 {
+                owners[a] = holders[0].0
+                continue
+            }
+            let names = holders.map(\.0.name)
+            for (c, network) in holders {
+                rejected.append(RejectedAddress(container: c.name, network: network, address: a,
+                                                reason: .claimedByOthers(names.filter { $0 != c.name }.sorted())))
+            }
+        }
+        self.owners = owners
+        self.rejected = rejected.sorted { ($0.container, $0.address, $0.network) < ($1.container, $1.address, $1.network) }
+    }
+
+    /// Addresses that are the host's: every network's gateways and the host's own addresses.
+    public static func hostAddresses(of inventory: Inventory) -> Set<IPAddress> {
+        Set(inventory.networks.flatMap(\.gateways) + inventory.hostAddresses)
+    }
+
+    /// Why `address` cannot be a container's on `network` whoever else claims it, or nil.
+    public static func problem(_ address: IPAddress, network: Network?, hostAddresses: Set<IPAddress>) -> RejectedAddress.Reason? {
+        if hostAddresses.contains(address) { return .hostAddress }
+        guard let network, network.subnets.contains(where: { $0.contains(address) }) else { return .outsideSubnets }
+        return nil
     }
 }

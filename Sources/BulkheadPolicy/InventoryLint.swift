@@ -35,6 +35,18 @@ public enum InventoryLint {
                     file: location.file, at: location.mark))
             }
         }
+        for r in evaluator.rejectedAddresses {
+            let c = inventory.containers.first { $0.name == r.container }
+            let location = c?.source ?? FilePosition(file: "inventory", mark: .start)
+            let code: DiagnosticCode
+            switch r.reason {
+            case .outsideSubnets: code = .addressOutsideSubnet
+            case .hostAddress: code = .hostAddressClaimed
+            case .claimedByOthers: code = .duplicateAddress
+            }
+            out.append(Diagnostic(.warning, code, "address \(r.address) of container '\(r.container)' is not enrolled: \(r.reasonText); traffic to and from it gets no service's permissions",
+                                  file: location.file, at: location.mark))
+        }
         for f in policies.flows {
             for e in f.from + f.to {
                 guard case .cidr(let net) = e.endpoint,

@@ -17,8 +17,9 @@ enum RuleCheck {
 
         guard !r.statements.isEmpty else { throw bad("a rule needs at least one statement") }
         if let c = r.comment {
-            guard c.utf8.count <= 128 else { throw bad("comment longer than 128 bytes") }
-            guard !c.contains("\""), !c.contains("\n") else { throw bad("comment may not contain '\"' or a newline") }
+            guard c.utf8.count <= KernelLimits.kernel.comment else { throw bad("comment longer than \(KernelLimits.kernel.comment) bytes") }
+            // Control bytes (CR, LF, ESC) would reach `nft list` and terminals raw; '"' ends nft's quoting.
+            guard BoundedText.printable(c) == c else { throw bad("comment may hold printable ASCII only, without '\"' and '\\'") }
         }
         var tcpKnown = false
         var previousWasTCPProto = false
@@ -58,8 +59,8 @@ enum RuleCheck {
             case .log(let l):
                 if l.group != nil, l.level != nil { throw bad("log level and group are mutually exclusive") }
                 if let p = l.prefix {
-                    guard p.utf8.count <= 127 else { throw bad("log prefix longer than 127 bytes") }
-                    guard !p.contains("\""), !p.contains("\n") else { throw bad("log prefix may not contain '\"' or a newline") }
+                    guard p.utf8.count <= KernelLimits.kernel.logPrefix else { throw bad("log prefix longer than \(KernelLimits.kernel.logPrefix) bytes") }
+                    guard BoundedText.printable(p) == p else { throw bad("log prefix may hold printable ASCII only, without '\"' and '\\'") }
                 }
             case .limit(let l):
                 guard l.rate > 0 else { throw bad("limit rate must be positive") }

@@ -447,7 +447,7 @@ struct TableState: Sendable, RuleContext {
 enum Names {
     static func check(_ kind: String, _ name: String) throws(RulesetError) {
         guard !name.isEmpty else { throw .invalidName(kind: kind, name: name, reason: "empty") }
-        guard name.utf8.count <= 255 else {
+        guard name.utf8.count <= KernelLimits.kernel.objectName else {
             throw .invalidName(kind: kind, name: name, reason: "longer than 255 bytes (NFT_NAME_MAXLEN)")
         }
         guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic) else {

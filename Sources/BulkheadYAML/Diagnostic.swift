@@ -96,6 +96,8 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case unknownSegment = "unknown-segment"
     case duplicateContainer = "duplicate-container"
     case duplicateNetwork = "duplicate-network"
+    // What apply would refuse (validate compiles and checks the ruleset like the kernel).
+    case notProgrammable = "not-programmable"
     // Warnings: policy lint.
     case unusedService = "unused-service"
     case redundantFlow = "redundant-flow"
@@ -107,12 +109,17 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case overlappingServices = "overlapping-services"
     case cidrOverlapsGoverned = "cidr-overlaps-governed"
     case unknownNetwork = "unknown-network"
+    // Warnings about inventories that lie: the address is not enrolled (see `Evaluator`).
+    case addressOutsideSubnet = "address-outside-subnet"
+    case hostAddressClaimed = "host-address-claimed"
+    case duplicateAddress = "duplicate-address"
 
     /// The severity this code always has.
     public var severity: Diagnostic.Severity {
         switch self {
         case .unusedService, .redundantFlow, .cidrHostBits, .ineffectiveFlow, .unmatchedSelector,
-             .unmanagedContainer, .overlappingServices, .cidrOverlapsGoverned, .unknownNetwork:
+             .unmanagedContainer, .overlappingServices, .cidrOverlapsGoverned, .unknownNetwork,
+             .addressOutsideSubnet, .hostAddressClaimed, .duplicateAddress:
             return .warning
         default:
             return .error
@@ -150,6 +157,7 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
         case .unknownSegment: return "A flow names a segment that no file defines."
         case .duplicateContainer: return "The inventory lists a container twice."
         case .duplicateNetwork: return "The inventory lists a network twice."
+        case .notProgrammable: return "The compiled ruleset would not fit the kernel's limits: apply would refuse it."
         case .unusedService: return "A service appears in no flow, so all its traffic is denied."
         case .redundantFlow: return "Everything a flow allows, other flows already allow."
         case .cidrHostBits: return "A CIDR has host bits set (10.1.2.3/8 means 10.0.0.0/8)."
@@ -159,6 +167,9 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
         case .overlappingServices: return "One container is matched by several services."
         case .cidrOverlapsGoverned: return "A CIDR endpoint overlaps governed subnets, which it never names."
         case .unknownNetwork: return "A segment governs a network the inventory does not have."
+        case .addressOutsideSubnet: return "A container's address lies outside its network's subnets: it is not enrolled."
+        case .hostAddressClaimed: return "A container claims a gateway or host address: it is not enrolled."
+        case .duplicateAddress: return "Several containers claim one address: it is enrolled for none of them."
         }
     }
 }

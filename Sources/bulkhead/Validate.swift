@@ -1,4 +1,5 @@
 import ArgumentParser
+import BulkheadEngine
 import BulkheadPolicy
 import BulkheadYAML
 
@@ -31,7 +32,11 @@ struct Validate: ParsableCommand {
     var paths: [String] = []
 
     func run() throws {
-        let report = Validation.run(paths: paths.isEmpty ? ["policies"] : paths, inventoryPath: inventory)
+        var report = Validation.run(paths: paths.isEmpty ? ["policies"] : paths, inventoryPath: inventory)
+        // Everything apply checks before the kernel sees it, so what validates also applies.
+        if report.errorCount == 0 {
+            report.diagnostics = Diagnostic.sorted(report.diagnostics + Preflight.check(report.policies, inventory: report.inventory))
+        }
         let output: String
         switch format {
         case .text: output = DiagnosticOutput.text(report)

@@ -330,6 +330,54 @@ import Testing
         expectOne(d, .unknownNetwork, at: 2, 26, containing: "did you mean 'shop_default'?")
     }
 
+    /// An inventory that lies (issue 8, item 9): an address outside its network's subnets, a
+    /// container claiming the gateway, two containers claiming one address. Each is reported, and
+    /// none of those addresses is enrolled.
+    let lyingInventory = """
+    networks:
+      - name: shop_default
+        subnets: [172.20.0.0/16]
+        gateways: [172.20.0.1]
+    containers:
+      - name: liar
+        labels: {app: api}
+        networks:
+          shop_default: {ipv4: 8.8.8.8}
+      - name: gw
+        labels: {app: api}
+        networks:
+          shop_default: {ipv4: 172.20.0.1}
+      - name: twin-a
+        labels: {app: frontend}
+        networks:
+          shop_default: {ipv4: 172.20.0.7}
+      - name: twin-b
+        labels: {app: api}
+        networks:
+          shop_default: {ipv4: 172.20.0.7}
+
+    """
+
+    func runLying() -> [Diagnostic] {
+        let (inv, invDiagnostics) = InventoryLoader.load(Array(lyingInventory.utf8), file: "inv.yaml")
+        #expect(invDiagnostics.isEmpty, "\(invDiagnostics.map(\.formatted))")
+        return InventoryLint.run(load(base).policies, inv!)
+    }
+
+    @Test func addressOutsideSubnet() {
+        expectOne(runLying(), .addressOutsideSubnet, at: 6, 5, file: "inv.yaml", containing: "address 8.8.8.8 of container 'liar' is not enrolled")
+    }
+
+    @Test func hostAddressClaimed() {
+        expectOne(runLying(), .hostAddressClaimed, at: 10, 5, file: "inv.yaml", containing: "172.20.0.1 of container 'gw'")
+    }
+
+    @Test func duplicateAddress() {
+        let d = runLying().filter { $0.code == .duplicateAddress }
+        #expect(d.map(\.line) == [14, 18], "\(d.map(\.formatted))")
+        #expect(d.allSatisfy { $0.severity == DiagnosticCode.duplicateAddress.severity && $0.message.contains("containers twin-a, twin-b all claim it") })
+    }
+
     @Test func inventoryErrors() {
         let bad = """
         networks:
