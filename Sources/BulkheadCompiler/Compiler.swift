@@ -163,11 +163,14 @@ private struct Builder {
                 // addresses it did not send anywhere.
             }
             // One identity that does not fit must not stop the others: it is quarantined.
-            let problem = chainsOfIdentity.lazy.compactMap { chain, rules in
-                self.options.limits.problem(objectName: chain.name) ?? rules.lazy.compactMap(self.options.limits.problem(in:)).first
-            }.first ?? shared.lazy.compactMap { name, rule in
-                self.options.limits.problem(objectName: name) ?? self.options.limits.problem(in: rule)
-            }.first
+            let limits = options.limits
+            var problem: String?
+            for (chain, rules) in chainsOfIdentity where problem == nil {
+                problem = limits.problem(objectName: chain.name) ?? rules.compactMap { limits.problem(in: $0) }.first
+            }
+            for (name, rule) in shared.sorted(by: { $0.key < $1.key }) where problem == nil {
+                problem = limits.problem(objectName: name) ?? limits.problem(in: rule)
+            }
             if let problem {
                 let members = inventory.containers.filter { containerIdentity[$0.name] == id }.map(\.name).sorted()
                 failures.append(Compiler.IdentityFailure(identity: id, containers: members, reason: problem))

@@ -149,10 +149,6 @@ public struct Evaluator: Sendable {
     /// Decides a new connection from `source` to `destination`.
     public func evaluate(from source: Party, to destination: Party, _ traffic: Traffic) -> Decision {
         let a = identify(source), b = identify(destination)
-        func denied(_ deciding: [ServiceRef], _ reason: String) -> Decision {
-            let audit = !deciding.isEmpty && deciding.allSatisfy { modes[$0.segment] == .audit }
-            return decide(audit ? .audited : .denied, nil, audit ? reason + " (audit mode: logged, not dropped)" : reason)
-        }
         // Why an address that some container claims is not that container's, when it matters.
         let notes = [source, destination].compactMap { p -> String? in
             guard case .address(let x) = p, let why = rejectedByAddress[x]?.first else { return nil }
@@ -161,6 +157,10 @@ public struct Evaluator: Sendable {
         let note = notes.isEmpty ? "" : " (" + notes.joined(separator: "; ") + ")"
         func decide(_ verdict: Decision.Verdict, _ flow: Flow?, _ reason: String) -> Decision {
             Decision(verdict: verdict, flow: flow, source: a, destination: b, reason: reason + note)
+        }
+        func denied(_ deciding: [ServiceRef], _ reason: String) -> Decision {
+            let audit = !deciding.isEmpty && deciding.allSatisfy { modes[$0.segment] == .audit }
+            return decide(audit ? .audited : .denied, nil, audit ? reason + " (audit mode: logged, not dropped)" : reason)
         }
         switch (a, b) {
         case (_, .unclassified):

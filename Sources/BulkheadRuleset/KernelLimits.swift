@@ -33,12 +33,12 @@ public struct KernelLimits: Sendable, Hashable {
     public func problem(in rule: Rule) -> String? {
         if let c = rule.comment {
             if c.utf8.count > comment { return "comment '\(BoundedText.printable(c))' is \(c.utf8.count) bytes long; nft takes at most \(comment)" }
-            if BoundedText.printable(c) != c { return "comment '\(BoundedText.printable(c))' holds bytes that are not printable ASCII" }
+            if !BoundedText.isPrintable(c) { return "comment '\(BoundedText.printable(c))' holds bytes that are not printable ASCII" }
         }
         for case .log(let l) in rule.statements {
             guard let p = l.prefix else { continue }
             if p.utf8.count > logPrefix { return "log prefix '\(BoundedText.printable(p))' is \(p.utf8.count) bytes long; the kernel takes at most \(logPrefix)" }
-            if BoundedText.printable(p) != p { return "log prefix '\(BoundedText.printable(p))' holds bytes that are not printable ASCII" }
+            if !BoundedText.isPrintable(p) { return "log prefix '\(BoundedText.printable(p))' holds bytes that are not printable ASCII" }
         }
         return nil
     }
@@ -60,6 +60,12 @@ public enum BoundedText {
             }
         }
         return out
+    }
+
+    /// True when `text` is safe in the kernel and in `nft list`: printable ASCII without `"`
+    /// (every output of `printable` is; `\` is allowed, it introduces the escapes).
+    public static func isPrintable(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != 0x22 }
     }
 
     /// `text` when it is at most `limit` bytes; otherwise its first bytes, `separator` and 16 hex

@@ -19,7 +19,7 @@ enum RuleCheck {
         if let c = r.comment {
             guard c.utf8.count <= KernelLimits.kernel.comment else { throw bad("comment longer than \(KernelLimits.kernel.comment) bytes") }
             // Control bytes (CR, LF, ESC) would reach `nft list` and terminals raw; '"' ends nft's quoting.
-            guard BoundedText.printable(c) == c else { throw bad("comment may hold printable ASCII only, without '\"' and '\\'") }
+            guard BoundedText.isPrintable(c) else { throw bad("comment may hold printable ASCII only, without '\"'") }
         }
         var tcpKnown = false
         var previousWasTCPProto = false
@@ -60,7 +60,7 @@ enum RuleCheck {
                 if l.group != nil, l.level != nil { throw bad("log level and group are mutually exclusive") }
                 if let p = l.prefix {
                     guard p.utf8.count <= KernelLimits.kernel.logPrefix else { throw bad("log prefix longer than \(KernelLimits.kernel.logPrefix) bytes") }
-                    guard BoundedText.printable(p) == p else { throw bad("log prefix may hold printable ASCII only, without '\"' and '\\'") }
+                    guard BoundedText.isPrintable(p) else { throw bad("log prefix may hold printable ASCII only, without '\"'") }
                 }
             case .limit(let l):
                 guard l.rate > 0 else { throw bad("limit rate must be positive") }

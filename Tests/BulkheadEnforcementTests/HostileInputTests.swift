@@ -160,7 +160,7 @@ import Testing
 
     static let n = Network(name: "n", subnets: [IPNetwork("10.73.0.0/24")!], gateways: [IPAddress("10.73.0.1")!])
 
-    static func attach(_ a: String) -> [String: Attachment] { ["n": Attachment(ipv4: IPAddress(a))] }
+    static func attach(_ a: String) -> [String: BulkheadInventory.Attachment] { ["n": Attachment(ipv4: IPAddress(a))] }
 
     /// Where the containers really are.
     static let truth = Inventory(networks: [n], containers: [

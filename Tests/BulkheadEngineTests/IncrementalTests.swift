@@ -3,6 +3,7 @@ import BulkheadEngine
 import BulkheadInventory
 import BulkheadPolicy
 import BulkheadRuleset
+import BulkheadTestSupport
 import Testing
 
 /// The incremental path must produce exactly the transaction the full compile + Diff produces
@@ -157,5 +158,28 @@ import Testing
             #expect(!check.hasChanges, "after \(change):\n\(check.transaction)")
         }
         #expect(fullPlans >= 1)  // the first api container brings the combination's chains
+    }
+}
+
+/// Issue 8, item 9: the incremental path never enrols an address the full compile refuses.
+@Suite struct IncrementalRefusesForgedAddresses {
+    @Test(arguments: ["8.8.8.8", "172.20.0.1", "172.20.0.2"])
+    func forgedAddressFallsBackAndTheFullPlanLeavesItOut(_ forged: String) throws {
+        let loaded = PolicyLoader.load(paths: [TestSystem.repositoryRoot + "/policies"])
+        let (inv, _) = InventoryLoader.load(path: TestSystem.repositoryRoot + "/policies/inventory.json")
+        let inventory = try #require(inv)
+        let applied = Compiler.compile(loaded.policies, inventory).table
+        let liar = Container(name: "shop-db-9", labels: ["com.docker.compose.project": "shop", "com.docker.compose.service": "db"],
+                             networks: ["shop_default": Attachment(ipv4: IPAddress(forged))])
+        guard case .needsFullPlan(let reason) = IncrementalPlanner(policies: loaded.policies, inventory: inventory, applied: applied).transaction(for: .added(liar)) else {
+            Issue.record("\(forged) was enrolled incrementally")
+            return
+        }
+        #expect(reason.contains(forged), "\(reason)")
+        var after = inventory
+        after.containers.append(liar)
+        let tx = try Diff.between(desired: Compiler.compile(loaded.policies, after).table, live: applied)
+        let added = tx.operations.flatMap { op -> [SetElement] in if op.verb == .add, case .elements(_, let e) = op.object { return e } else { return [] } }
+        #expect(!added.contains { $0.key.first?.low == .ipv4(IPv4Address(forged)!) }, "\(tx)")
     }
 }

@@ -373,7 +373,7 @@ import Testing
     }
 
     @Test func duplicateAddress() {
-        let d = runLying().filter { $0.code == .duplicateAddress }
+        let d = runLying().filter { $0.code.rawValue == "duplicate-address" }
         #expect(d.map(\.line) == [14, 18], "\(d.map(\.formatted))")
         #expect(d.allSatisfy { $0.severity == DiagnosticCode.duplicateAddress.severity && $0.message.contains("containers twin-a, twin-b all claim it") })
     }
