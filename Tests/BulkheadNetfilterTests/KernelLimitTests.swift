@@ -26,7 +26,7 @@ struct KernelLimitTests {
             let set = "s" + String(repeating: "y", count: 254)
             let comment = String(repeating: "m", count: 127) + "!"
             let prefix = String(repeating: "p", count: 126) + ":"
-            let table = Table(family: .inet, name: "limits",
+            let table = Table(family: .inet, name: "bounds",
                               sets: [NFTSet(name: set, key: KeyType(.ipv4Addr), elements: [SetElement(.ipv4(v4("10.0.0.1")))])],
                               chains: [Chain(name: chain)],
                               rules: [Rule(chain: chain, [.match(Match(.ipSaddr, .set(set))), .counter(), .log(Log(prefix: prefix, group: 1)), .verdict(.accept)],
@@ -39,7 +39,7 @@ struct KernelLimitTests {
             let rule = try #require(live.rules.first)
             #expect(rule.comment == comment)
             #expect(rule.statements.contains { if case .log(let l) = $0 { return l.prefix == prefix } else { return false } })
-            let listed = try Kernel.nft(["list", "table", "inet", "limits"], in: ns)
+            let listed = try Kernel.nft(["list", "table", "inet", "bounds"], in: ns)
             #expect(listed.contains(chain) && listed.contains("comment \"\(comment)\"") && listed.contains("prefix \"\(prefix)\""), "\(listed)")
 
             // One byte more: the transaction's own check stops it; the kernel, asked directly
