@@ -73,4 +73,42 @@ import Testing
             #expect(agent.metrics.value("bulkhead_identity_failures") == 0)
         }
     }
+
+    /// Issue 8, item 9, in the agent: addresses Docker reports that lie outside the network's
+    /// subnets, claim the gateway or are claimed twice are enrolled for nobody, and counted.
+    @Test func lyingAddressesAreNotEnrolled() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bh-lying-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.yaml.write(toFile: dir + "/s.yaml", atomically: true, encoding: .utf8)
+        let n = Network(name: "n", subnets: [IPNetwork("10.78.0.0/24")!], gateways: [IPAddress("10.78.0.1")!])
+        func at(_ a: String) -> [String: BulkheadInventory.Attachment] { ["n": Attachment(ipv4: IPAddress(a))] }
+        let source = FakeContainerSource(inventory: Inventory(networks: [n], containers: [
+            Container(name: "web", labels: ["role": "web"], networks: at("10.78.0.4")),
+            Container(name: "outside", labels: ["role": "web"], networks: at("8.8.8.8")),
+            Container(name: "gateway", labels: ["role": "web"], networks: at("10.78.0.1")),
+            Container(name: "twin-a", labels: ["role": "client"], networks: at("10.78.0.7")),
+            Container(name: "twin-b", labels: ["role": "web"], networks: at("10.78.0.7")),
+        ]))
+        let backend = FakeNetfilter()
+        var config = AgentConfiguration(policyPaths: [dir])
+        config.listenPort = 0
+        config.policyPollInterval = .milliseconds(50)
+        config.resyncInterval = .seconds(3600)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = Agent(configuration: config, backend: backend, source: source, logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await agent.run() }
+            defer { group.cancelAll() }
+            #expect(await eventually { agent.isReady })
+            #expect(agent.metrics.value("bulkhead_rejected_addresses") == 4)
+            let live = try #require(try backend.dump(table: Planner.tableID))
+            let enrolled = live.sets.flatMap { s in s.elements.compactMap { $0.key.first?.low } }
+            for forged in ["8.8.8.8", "10.78.0.1", "10.78.0.7"] {
+                #expect(!enrolled.contains(.ipv4(IPv4Address(forged)!)), "\(forged)")
+            }
+            #expect(live.set(named: "svc_s_web_v4")?.elements == [SetElement(.ipv4(IPv4Address("10.78.0.4")!))])
+        }
+    }
 }

@@ -149,6 +149,26 @@ import Testing
         #expect(comment.text.utf8.count <= 128 && BoundedText.printable(comment.text) == comment.text)
     }
 
+    /// Issue 8, item 10 (the nft side): the same hostile strings through every comment and log
+    /// prefix we write. Nothing outside printable ASCII, no `"`, and distinct inputs stay distinct.
+    @Test(arguments: ["a\r\nb", "\r\n::add-mask::x", "\u{1B}[2J\u{1B}]0;owned\u{7}", "q\"uote", "back\\slash", "nul\u{0}byte",
+                      "caf\u{E9}", "\u{202E}rtl", "tab\there", String(repeating: "\u{1B}", count: 200)])
+    func hostileTextNeverReachesTheKernelRaw(_ hostile: String) {
+        let outputs = [
+            RuleComment.flow(file: hostile, line: 7).text,
+            RuleComment.flow(file: hostile + "/" + hostile + ".yaml", line: 7).text,
+            RuleComment.denial(of: hostile, audit: false).text,
+            RuleComment.denial(of: hostile, audit: true).text,
+            AuditLogPrefix.make(segments: [hostile, "b"]),
+        ]
+        for (i, text) in outputs.enumerated() {
+            #expect(BoundedText.isPrintable(text) && !text.contains("\""), "output \(i): \(text)")
+            #expect(text.utf8.count <= (i == 4 ? 127 : 128))
+            #expect(!text.unicodeScalars.contains { $0.value < 0x20 || $0.value > 0x7E })
+        }
+        #expect(RuleComment.flow(file: hostile, line: 7) != RuleComment.flow(file: hostile + "x", line: 7))
+    }
+
     @Test func namesAreBoundedAndDistinct() {
         let a = Names.bounded(String(repeating: "x", count: 300) + "a")
         let b = Names.bounded(String(repeating: "x", count: 300) + "b")
