@@ -19,12 +19,9 @@ public enum Decompiler {
         var unrecognized: [Rule] = []
         var services: [String: ServiceRef] = [:]  // chain suffix / set stem → service
         var members: [ServiceRef: [IPAddress]] = [:]
-        for set in table.sets where set.name.hasPrefix("svc_") {
-            // svc_<segment>_<name>_<family>: names have no '_', so the split is exact.
-            let parts = set.name.split(separator: "_")
-            guard parts.count == 4 else { continue }
-            let ref = ServiceRef(segment: String(parts[1]), name: String(parts[2]))
-            services["\(parts[1])_\(parts[2])"] = ref
+        for set in table.sets {
+            guard let ref = Names.parseService(set.name)?.service else { continue }
+            services["\(ref.segment)_\(ref.name)"] = ref
             members[ref, default: []] += set.elements.compactMap { address($0.key.first?.low) }
         }
         for ref in members.keys { members[ref]?.sort() }
@@ -71,15 +68,12 @@ public enum Decompiler {
             case (.ipSaddr, .set(let name)), (.ip6Saddr, .set(let name)):
                 if m.negated, name.hasPrefix("managed_") {
                     if peer == nil { peer = .world }
-                } else if name.hasPrefix("svc_") {
-                    let parts = name.split(separator: "_")
-                    guard parts.count == 4, let ref = services["\(parts[1])_\(parts[2])"] else { return nil }
+                } else if let ref = Names.parseService(name)?.service {
+                    guard services["\(ref.segment)_\(ref.name)"] != nil else { return nil }
                     peer = .service(ref)
-                } else if name.hasPrefix("from_"), name.hasSuffix("_v4") || name.hasSuffix("_v6") {
-                    // from_<seg>_<svc>__<seg>_<svc>…_<family>: names have no '_', so the split is exact.
-                    let body = name.dropFirst("from_".count).dropLast(3)
-                    for member in body.components(separatedBy: "__") {
-                        guard let ref = services[member] else { return nil }
+                } else if let members = Names.parseSourceGroup(name)?.members {
+                    for ref in members {
+                        guard services["\(ref.segment)_\(ref.name)"] != nil else { return nil }
                         group.append(.service(ref))
                     }
                 }

@@ -1,3 +1,4 @@
+import BulkheadPolicy
 import BulkheadRuleset
 
 /// Names of everything Bulkhead puts in its table, in one place, so the compiler, the diff,
@@ -27,8 +28,31 @@ public enum Names {
     /// covers them all (the kernel's cost grows with rules, not with set elements).
     public static func sourceGroup(_ group: Identity, _ f: Family) -> String { "from_\(group.chainSuffix)_\(f.rawValue)" }
 
-    /// Longest set name the kernel takes is 255 bytes; longer groups fall back to a rule per service.
-    public static let maximumNameLength = 255
+    /// Longest set name the kernel takes; longer groups fall back to a rule per service (so a
+    /// group's name is always readable, and `parseSourceGroup` can read it back).
+    public static let maximumNameLength = KernelLimits.kernel.objectName
+
+    /// The service and family of a `svc_<segment>_<name>_<family>` set; nil for any other name.
+    /// Segment and service names are DNS labels (no `_`), so the split is exact.
+    public static func parseService(_ setName: String) -> (service: ServiceRef, family: Family)? {
+        let parts = setName.split(separator: "_", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "svc", let f = Family(rawValue: String(parts[3])), !parts[1].isEmpty, !parts[2].isEmpty else { return nil }
+        return (ServiceRef(segment: String(parts[1]), name: String(parts[2])), f)
+    }
+
+    /// The members of a `from_<seg>_<svc>__<seg>_<svc>…_<family>` source-group set; nil for any
+    /// other name (`from_host_v4`, a map, is not a group: `host` is no `<seg>_<svc>`).
+    public static func parseSourceGroup(_ setName: String) -> (stem: String, members: [ServiceRef], family: Family)? {
+        guard setName.hasPrefix("from_"), let f = Family.allCases.first(where: { setName.hasSuffix("_" + $0.rawValue) }) else { return nil }
+        let stem = String(setName.dropFirst("from_".count).dropLast(f.rawValue.count + 1))
+        var members: [ServiceRef] = []
+        for member in stem.components(separatedBy: "__") {
+            let parts = member.split(separator: "_", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
+            members.append(ServiceRef(segment: String(parts[0]), name: String(parts[1])))
+        }
+        return members.count >= 2 ? (stem, members, f) : nil
+    }
 
     /// Verdict maps: managed address → jump to its identity's chain of that kind.
     public static func ingressMap(_ f: Family) -> String { "ingress_\(f.rawValue)" }

@@ -66,11 +66,10 @@ public struct IncrementalPlanner: Sendable {
         chainNames = Set(table.chains.map(\.name))
         let refsByKey = Dictionary(allServices.map { ("\($0.ref.segment)_\($0.ref.name)", $0.ref) }, uniquingKeysWith: { a, _ in a })
         var groups: [ServiceRef: [String]] = [:]
-        for s in table.sets where s.name.hasPrefix("from_") && s.name.hasSuffix("_v4") {
-            // from_<seg>_<svc>__<seg>_<svc>…_v4 (names have no '_', so the split is exact)
-            let stem = String(s.name.dropFirst("from_".count).dropLast(3))
-            for member in stem.components(separatedBy: "__") {
-                if let ref = refsByKey[member] { groups[ref, default: []].append(stem) }
+        for s in table.sets {
+            guard let group = Names.parseSourceGroup(s.name), group.family == .v4 else { continue }
+            for ref in group.members where refsByKey["\(ref.segment)_\(ref.name)"] != nil {
+                groups[ref, default: []].append(group.stem)
             }
         }
         groupsByService = groups

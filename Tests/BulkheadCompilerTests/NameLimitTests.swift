@@ -169,6 +169,18 @@ import Testing
         #expect(RuleComment.flow(file: hostile, line: 7) != RuleComment.flow(file: hostile + "x", line: 7))
     }
 
+    /// The set names the decompiler and the incremental planner read back, both ways.
+    @Test func setNamesRoundTrip() {
+        let a = ServiceRef(segment: "shop", name: "api"), b = ServiceRef(segment: "shop-2", name: "db-1")
+        for f in Names.Family.allCases {
+            #expect(Names.parseService(Names.service(a.segment, a.name, f))! == (a, f))
+            let group = Names.parseSourceGroup(Names.sourceGroup(Identity([b, a]), f))
+            #expect(group?.members == [a, b] && group?.family == f && group?.stem == Identity([a, b]).chainSuffix)
+        }
+        #expect(Names.parseSourceGroup(Names.fromHostMap(.v4)) == nil)
+        #expect(Names.parseService(Names.managed(.v6)) == nil && Names.parseService("svc_a_b_c_v4") == nil)
+    }
+
     @Test func namesAreBoundedAndDistinct() {
         let a = Names.bounded(String(repeating: "x", count: 300) + "a")
         let b = Names.bounded(String(repeating: "x", count: 300) + "b")
