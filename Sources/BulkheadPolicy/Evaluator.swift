@@ -143,7 +143,8 @@ public struct Evaluator: Sendable {
 
     /// The addresses of `container` that are enrolled (see the type's notes), sorted.
     public func enrolledAddresses(of container: Container) -> [IPAddress] {
-        container.addresses.filter { owners[$0]?.name == container.name }
+        var seen = Set<IPAddress>()  // one address on two attachments is still one address
+        return container.addresses.filter { owners[$0]?.name == container.name && seen.insert($0).inserted }
     }
 
     /// Decides a new connection from `source` to `destination`.
