@@ -79,8 +79,9 @@ import Testing
         let generated = Self.generate(seed: seed)
         let loaded = PolicyLoader.load(sources: generated.sources)
         let inventory = Self.inventory(segments: generated.segments)
-        // What `bulkhead validate --inventory` checks.
+        // What `bulkhead validate --inventory` checks; and plain `validate` (no containers) too.
         let diagnostics = loaded.diagnostics + InventoryLint.run(loaded.policies, inventory) + Preflight.check(loaded.policies, inventory: inventory)
+            + Preflight.check(loaded.policies, inventory: nil)
         let errors = diagnostics.filter { $0.severity == .error }
         #expect(errors.isEmpty, "seed \(seed): \(errors.map(\.formatted))")
         guard errors.isEmpty else { return }
