@@ -65,6 +65,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var departed: Set<String> = []
         var dockerUp = false
         var lastApplied: Table?
+        /// `bridge bulkhead` as we last wrote it (nil with `lastApplied`).
+        var lastAppliedBridge: Table?
         var lastGeneration: UInt32?
         var reconciledOnce = false
         /// Whether this process has claimed the table (owner flag) since it started.
@@ -301,7 +303,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 return false
             }
         }
-        let (policies, inventory, cached, lastGeneration) = state.withLock { ($0.policies, $0.inventory, $0.lastApplied, $0.lastGeneration) }
+        let (policies, inventory, cached, cachedBridge, lastGeneration) = state.withLock {
+            ($0.policies, $0.inventory, $0.lastApplied, $0.lastAppliedBridge, $0.lastGeneration)
+        }
         guard let policies, let inventory else {
             logger.info("waiting before programming anything", metadata: ["policies": "\(policies != nil)", "inventory": "\(inventory != nil)"])
             return true
@@ -315,36 +319,40 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             if compareWithKernel {
                 let generation = try backend.generation()
                 let live = try backend.dump(table: Planner.tableID)
-                plan = try planner.plan(policies: policies, inventory: inventory, live: live, baseline: .kernel(generation: generation))
+                let bridgeLive = try backend.dump(table: Planner.bridgeTableID)
+                plan = try planner.plan(policies: policies, inventory: inventory, live: live, bridgeLive: bridgeLive,
+                                        baseline: .kernel(generation: generation))
                 if let cached, lastGeneration != nil {
                     let expected = try Diff.between(desired: cached, live: live, table: Planner.tableID)
-                    if !expected.isEmpty { drift = plan }
+                    let expectedBridge = try Diff.between(desired: cachedBridge, live: bridgeLive, table: Planner.bridgeTableID)
+                    if !expected.isEmpty || !expectedBridge.isEmpty { drift = plan }
                 }
                 // Claim an existing table once per process. Not tied to the `startup` reason: that
                 // one is usually spent waiting for the first container list, and a table that
                 // needs no change would then stay orphaned (writable by anyone) indefinitely.
                 // A plan with changes claims it in the same batch (the backend re-sends NEWTABLE).
-                if !plan.hasChanges, !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live) {
+                if !plan.hasChanges, !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live, bridgeLive: bridgeLive) {
                     plan.baseline = .kernel(generation: adopted)
                 }
             } else {
-                plan = try planner.plan(policies: policies, inventory: inventory, live: cached,
+                plan = try planner.plan(policies: policies, inventory: inventory, live: cached, bridgeLive: cachedBridge,
                                         baseline: .kernel(generation: lastGeneration ?? 0))
             }
             var generation = lastGeneration
             if plan.hasChanges {
                 // With a kernel read, the generation check makes a concurrent writer fail the commit
                 // (we retry); with our own cached view the table's owner flag already excludes others.
-                generation = try backend.apply(plan.transaction, expectedGeneration: compareWithKernel ? plan.baselineGeneration : nil)
+                generation = try backend.apply(plan.transactions, expectedGeneration: compareWithKernel ? plan.baselineGeneration : nil)
             } else if compareWithKernel {
                 generation = plan.baselineGeneration
             }
-            let desired = plan.desired
+            let desired = plan.desired, desiredBridge = plan.bridgeDesired
             let membership = Evaluator(policies: policies, inventory: inventory).membership
             let managed = inventory.containers.filter { !(membership[$0.name] ?? []).isEmpty }.count
             let (failures, rejected) = (plan.failures, plan.rejectedAddresses)
             let (failuresChanged, rejectionsChanged) = state.withLock { s in
                 s.lastApplied = desired
+                s.lastAppliedBridge = desiredBridge
                 s.lastGeneration = generation
                 s.reconciledOnce = true
                 s.adopted = true
@@ -357,22 +365,22 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
             metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
             metrics.set("bulkhead_last_success_timestamp_seconds", Date().timeIntervalSince1970)
-            metrics.increment("bulkhead_operations_applied_total", by: Double(plan.transaction.operations.count))
+            metrics.increment("bulkhead_operations_applied_total", by: Double(plan.operationCount))
             metrics.set("bulkhead_managed_containers", Double(managed))
             if let drift, drift.hasChanges {
                 metrics.increment("bulkhead_drift_repairs_total")
                 logger.warning("drift repaired: our table had been changed behind our back", metadata: [
-                    "operations": "\(drift.transaction.operations.count)",
+                    "operations": "\(drift.operationCount)",
                     "changes": "\(drift.operationCounts.map { "\($0.1) \($0.0)" }.joined(separator: ", "))",
                     "reopened": "\(drift.opened.map(\.grant.description).joined(separator: "; "))",
                     "foreign_rules": "\(drift.foreignRules.count)",
                 ])
             }
-            onReconciled(ReconcileReport(reasons: reasons, operations: plan.transaction.operations.count,
+            onReconciled(ReconcileReport(reasons: reasons, operations: plan.operationCount,
                                          containers: inventory.containers.map(\.name), finishedAt: Date(), seconds: seconds))
             logger.info("reconciled", metadata: [
                 "reasons": "\(reasonText)",
-                "operations": "\(plan.transaction.operations.count)",
+                "operations": "\(plan.operationCount)",
                 "opened": "\(plan.opened.count)", "closed": "\(plan.closed.count)",
                 "membership_changes": "\(plan.membership.count)",
                 "duration_ms": "\(String(format: "%.2f", seconds * 1000))",
@@ -380,7 +388,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             return true
         } catch {
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "error"])
-            state.withLock { $0.lastApplied = nil }  // read the kernel next time
+            state.withLock { $0.lastApplied = nil; $0.lastAppliedBridge = nil }  // read the kernel next time
             logger.error("reconcile failed; the rules in the kernel are unchanged", metadata: ["error": "\(error)", "reasons": "\(reasonText)"])
             return false
         }
@@ -406,11 +414,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// Re-sends the table header so the backend's ownership flags (owner,persist) make the table
     /// ours again after a restart (the kernel lets a process adopt an orphaned persistent table).
     /// Returns the generation after the claim, nil when there is no table to claim.
-    func adoptTable(live: Table?) throws -> UInt32? {
-        guard let live else { return nil }
-        var tx = Transaction(table: Planner.tableID, current: live)
-        try tx.add(.table(live.header))
-        return try backend.apply(tx, expectedGeneration: nil)
+    func adoptTable(live: Table?, bridgeLive: Table? = nil) throws -> UInt32? {
+        var txs: [Transaction] = []
+        for table in [live, bridgeLive].compactMap({ $0 }) {
+            var tx = Transaction(table: table.id, current: table)
+            try tx.add(.table(table.header))
+            txs.append(tx)
+        }
+        guard !txs.isEmpty else { return nil }
+        return try backend.apply(txs, expectedGeneration: nil)
     }
 
     // MARK: - Metrics

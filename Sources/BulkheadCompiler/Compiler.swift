@@ -51,6 +51,8 @@ public enum Compiler {
         public var failures: [IdentityFailure]
         /// Addresses the inventory gives containers that are not enrolled (the evaluator's rule).
         public var rejectedAddresses: [RejectedAddress]
+        /// The `bridge bulkhead` table: port binding, tagged frames, link-local (see `PortBinding`).
+        public var bridgeTable: Table
     }
 
     /// An identity that could not be compiled, and why.
@@ -263,7 +265,9 @@ private struct Builder {
         table.chains = chains
         table.rules = rules
         return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
-                               failures: failures, rejectedAddresses: evaluator.rejectedAddresses)
+                               failures: failures, rejectedAddresses: evaluator.rejectedAddresses,
+                               bridgeTable: PortBinding.table(policies, inventory, flags: options.tableFlags,
+                                                              rejected: Set(evaluator.rejectedAddresses.map(\.address))))
     }
 
     // MARK: - Base chains

@@ -36,6 +36,7 @@ public enum InventorySnapshot {
             if !network.gateways.isEmpty {
                 out += "    gateways: \(flowList(network.gateways.sorted().map(\.description)))\n"
             }
+            if let bridge = network.bridge { out += "    bridge: \(scalar(bridge))\n" }
         }
         let containers = inventory.containers.sorted { ($0.name, $0.id ?? "") < ($1.name, $1.id ?? "") }
         out += containers.isEmpty ? "containers: []\n" : "containers:\n"
@@ -56,7 +57,8 @@ public enum InventorySnapshot {
                 out += "    networks:\n"
                 for name in container.networks.keys.sorted() {
                     let a = container.networks[name]!
-                    let fields = [a.ipv4.map { "ipv4: \(scalar($0.description))" }, a.ipv6.map { "ipv6: \(scalar($0.description))" }].compactMap { $0 }
+                    let fields = [a.ipv4.map { "ipv4: \(scalar($0.description))" }, a.ipv6.map { "ipv6: \(scalar($0.description))" },
+                                  a.mac.map { "mac: \(scalar($0))" }, a.port.map { "port: \(scalar($0))" }].compactMap { $0 }
                     out += "      \(scalar(name)): {\(fields.joined(separator: ", "))}\n"
                 }
             }

@@ -42,6 +42,8 @@ public struct IncrementalPlanner: Sendable {
     /// Networks by name and the host's addresses: what decides whether an address is enrolled.
     private let networkByName: [String: Network]
     private let hostAddresses: Set<IPAddress>
+    /// Networks the policies govern: their attachments are bound to their ports (`PortBinding`).
+    private let governedNetworks: Set<String>
     /// Containers of the inventory the table holds, by name.
     private var containers: [String: Container]
     /// How many containers of that inventory hold each address.
@@ -76,6 +78,7 @@ public struct IncrementalPlanner: Sendable {
         networks = Set(inventory.networks.map(\.name))
         networkByName = Dictionary(inventory.networks.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         hostAddresses = Enrolment.hostAddresses(of: inventory)
+        governedNetworks = policies.governedNetworks
         var byName: [String: Container] = [:], owners: [IPAddress: Int] = [:], combos: [Identity: Int] = [:]
         // Replicas share their labels: decide membership once per distinct label set.
         var byLabels: [[String: String]: [ServiceRef]] = [:]
@@ -182,6 +185,48 @@ public struct IncrementalPlanner: Sendable {
             for def in touched {
                 let els = ElementOrder.sorted(elements[def.name]!, key: def.key)
                 if adding { try tx.add(.elements(set: def.name, els)) } else { try tx.delete(.elements(set: def.name, els)) }
+            }
+        } catch {
+            return .needsFullPlan(reason: "\(error)")
+        }
+        return .transaction(tx)
+    }
+
+    /// The `bridge bulkhead` side of a change: the container's port bindings (elements only), to
+    /// commit in the same batch as `transaction(for:)`. A removal uses the bindings recorded for
+    /// the container when it was added.
+    public func bindingTransaction(for change: Change) -> Outcome {
+        let container: Container, adding: Bool
+        switch change {
+        case .added(let c): (container, adding) = (c, true)
+        case .removed(let c):
+            guard let known = containers[c.name] else { return .needsFullPlan(reason: "container \(c.name) is not known") }
+            (container, adding) = (known, false)
+        }
+        // Addresses the full compile does not enrol are bound to no port: only it can say which.
+        for (n, attachment) in container.networks {
+            for a in [attachment.ipv4, attachment.ipv6].compactMap({ $0 }) {
+                if Enrolment.problem(a, network: networkByName[n], hostAddresses: hostAddresses) != nil {
+                    return .needsFullPlan(reason: "address \(a) of \(container.name) on \(n) is not enrolled")
+                }
+                if addressOwners[a, default: 0] > (adding ? 0 : 1) {
+                    return .needsFullPlan(reason: "address \(a) of \(container.name) is held by another container")
+                }
+            }
+        }
+        let elements = PortBinding.elements(of: container, governedNetworks: governedNetworks)
+        var current = Table(family: PortBinding.tableID.family, name: PortBinding.tableID.name, flags: header.flags)
+        current.sets = PortBinding.sets.map { def in
+            var s = def
+            if !adding { s.setElements(elements[def.name] ?? []) }
+            return s
+        }
+        var tx = Transaction(table: PortBinding.tableID, current: current)
+        do {
+            for def in PortBinding.sets {
+                guard let els = elements[def.name], !els.isEmpty else { continue }
+                let sorted = ElementOrder.sorted(els, key: def.key)
+                if adding { try tx.add(.elements(set: def.name, sorted)) } else { try tx.delete(.elements(set: def.name, sorted)) }
             }
         } catch {
             return .needsFullPlan(reason: "\(error)")

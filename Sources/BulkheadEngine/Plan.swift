@@ -35,7 +35,12 @@ public struct Plan: Sendable {
     public var baseline: Baseline
     public var desired: Table
     public var live: Table?
+    /// Operations on `inet bulkhead`.
     public var transaction: Transaction
+    /// The `bridge bulkhead` table (port binding) wanted and found, and the operations on it.
+    public var bridgeDesired: Table
+    public var bridgeLive: Table?
+    public var bridgeTransaction: Transaction
     public var opened: [FlowChange]
     public var closed: [FlowChange]
     public var membership: [MembershipChange]
@@ -46,12 +51,18 @@ public struct Plan: Sendable {
     /// Container addresses the inventory gives that are not enrolled, with why.
     public var rejectedAddresses: [RejectedAddress] = []
 
-    public var hasChanges: Bool { !transaction.isEmpty }
+    public var hasChanges: Bool { !transaction.isEmpty || !bridgeTransaction.isEmpty }
+
+    /// Every transaction of the plan, committed together in one batch.
+    public var transactions: [Transaction] { [transaction, bridgeTransaction] }
+
+    /// Operations over both tables.
+    public var operationCount: Int { transaction.operations.count + bridgeTransaction.operations.count }
 
     /// Operations counted by verb and kind, e.g. `["add rule": 20, "delete element": 2]`.
     public var operationCounts: [(String, Int)] {
         var counts: [String: Int] = [:]
-        for op in transaction.operations {
+        for op in transaction.operations + bridgeTransaction.operations {
             let key: String
             switch op.object {
             case .table: key = "\(op.verb.rawValue) table"
@@ -77,29 +88,38 @@ public struct Planner: Sendable {
     }
 
     public static let tableID = TableID(family: .inet, name: Names.table)
+    /// The port-binding table, programmed in the same batch as `tableID`.
+    public static let bridgeTableID = PortBinding.tableID
 
     /// Compares the desired table with what `backend` holds (or with nothing, when `backend` is nil
     /// or cannot be read; `unreadableReason` then says why).
     public func plan(policies: PolicySet, inventory: Inventory, backend: (any NetfilterBackend)?) throws -> Plan {
-        var live: Table?
+        var live: Table?, bridgeLive: Table?
         var baseline: Plan.Baseline
         if let backend {
             let generation = try backend.generation()
             live = try backend.dump(table: Self.tableID)
+            bridgeLive = try backend.dump(table: Self.bridgeTableID)
             baseline = .kernel(generation: generation)
         } else {
             baseline = .empty(reason: "no kernel backend")
         }
-        return try plan(policies: policies, inventory: inventory, live: live, baseline: baseline)
+        return try plan(policies: policies, inventory: inventory, live: live, bridgeLive: bridgeLive, baseline: baseline)
     }
 
-    public func plan(policies: PolicySet, inventory: Inventory, live: Table?, baseline: Plan.Baseline) throws -> Plan {
+    /// - Parameters:
+    ///   - live: `inet bulkhead` as the kernel (or our last commit) holds it; nil: absent.
+    ///   - bridgeLive: `bridge bulkhead` likewise.
+    public func plan(policies: PolicySet, inventory: Inventory, live: Table?, bridgeLive: Table?, baseline: Plan.Baseline) throws -> Plan {
         let compiled = Compiler.compile(policies, inventory, options: options)
         var desired = compiled.table
         // Keep the flags the kernel reports for an existing table: ownership flags are the
         // backend's business, and a flag difference alone must not make a plan non-empty.
         if let live { desired.flags = live.flags }
         let transaction = try Diff.between(desired: desired, live: live, table: Self.tableID)
+        var bridgeDesired = compiled.bridgeTable
+        if let bridgeLive { bridgeDesired.flags = bridgeLive.flags }
+        let bridgeTransaction = try Diff.between(desired: bridgeDesired, live: bridgeLive, table: Self.bridgeTableID)
 
         let evaluator = Evaluator(policies: policies, inventory: inventory)
         var containersOf: [ServiceRef: [String]] = [:]
@@ -129,6 +149,7 @@ public struct Planner: Sendable {
             membership.append(.init(service: s, added: added, removed: removed, containers: names))
         }
         var plan = Plan(baseline: baseline, desired: desired, live: live, transaction: transaction,
+                        bridgeDesired: bridgeDesired, bridgeLive: bridgeLive, bridgeTransaction: bridgeTransaction,
                         opened: opened, closed: closed, membership: membership,
                         foreignRules: liveReading?.unrecognized ?? [])
         plan.failures = compiled.failures
@@ -141,6 +162,6 @@ public struct Planner: Sendable {
     public func apply(_ plan: Plan, to backend: any NetfilterBackend) throws -> UInt32 {
         var expected: UInt32?
         if case .kernel(let generation) = plan.baseline { expected = generation }
-        return try backend.apply(plan.transaction, expectedGeneration: expected)
+        return try backend.apply(plan.transactions, expectedGeneration: expected)
     }
 }

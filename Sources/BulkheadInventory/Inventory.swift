@@ -24,13 +24,16 @@ public struct Network: Sendable, Hashable, Codable {
     public var subnets: [IPNetwork]
     /// Addresses of the host on this network (the bridge's gateway addresses): traffic from them is `host`.
     public var gateways: [IPAddress]
+    /// The Linux bridge carrying the network on the host (`br-1a2b…`, `docker0`), when known.
+    public var bridge: String?
     /// Where the network is defined in a snapshot file, for diagnostics.
     public var source: FilePosition?
 
-    public init(name: String, subnets: [IPNetwork], gateways: [IPAddress] = [], source: FilePosition? = nil) {
+    public init(name: String, subnets: [IPNetwork], gateways: [IPAddress] = [], bridge: String? = nil, source: FilePosition? = nil) {
         self.name = name
         self.subnets = subnets
         self.gateways = gateways
+        self.bridge = bridge
         self.source = source
     }
 }
@@ -60,10 +63,30 @@ public struct Container: Sendable, Hashable, Codable {
 public struct Attachment: Sendable, Hashable, Codable {
     public var ipv4: IPAddress?
     public var ipv6: IPAddress?
+    /// The container interface's MAC address (`02:42:ac:14:00:02`, lower case).
+    public var mac: String?
+    /// The host-side interface of the container's link: the bridge port (the host end of its veth).
+    /// Frames from it may carry only this attachment's addresses (port binding).
+    public var port: String?
 
-    public init(ipv4: IPAddress? = nil, ipv6: IPAddress? = nil) {
+    public init(ipv4: IPAddress? = nil, ipv6: IPAddress? = nil, mac: String? = nil, port: String? = nil) {
         self.ipv4 = ipv4
         self.ipv6 = ipv6
+        self.mac = mac
+        self.port = port
+    }
+
+    /// True for `aa:bb:cc:dd:ee:ff` with hex digits: the only MAC form the inventory takes.
+    public static func isValidMAC(_ text: String) -> Bool {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        return parts.count == 6 && parts.allSatisfy { $0.count == 2 && $0.allSatisfy(\.isHexDigit) && $0.allSatisfy(\.isASCII) }
+    }
+
+    /// A Linux interface name: 1-15 bytes, no `/`, `:`, whitespace or NUL, not `.` or `..`.
+    public static func isValidInterfaceName(_ text: String) -> Bool {
+        let b = Array(text.utf8)
+        return !b.isEmpty && b.count <= 15 && text != "." && text != ".."
+            && !b.contains { $0 <= 0x20 || $0 == 0x2f || $0 == 0x3a || $0 >= 0x7f }
     }
 }
 

@@ -34,7 +34,7 @@ public enum InventoryLoader {
         }
         var networkNames: [String: Mark] = [:]
         for node in doc["networks"]?.list("networks", sink: sink) ?? [] {
-            guard let m = MappingReader(node, "a network", keys: ["name", "subnets", "gateways"], required: ["name"], sink: sink),
+            guard let m = MappingReader(node, "a network", keys: ["name", "subnets", "gateways", "bridge"], required: ["name"], sink: sink),
                   let name = m["name"]?.string("network name", sink: sink) else { continue }
             if let first = networkNames[name] {
                 sink.error(.duplicateNetwork, "network '\(name)' is listed twice (first at line \(first.line))", at: node.mark)
@@ -52,7 +52,8 @@ public enum InventoryLoader {
             let gateways: [IPAddress] = (m["gateways"]?.list("gateways", sink: sink) ?? []).compactMap { item in
                 address(item, "a gateway", sink: sink)
             }
-            inventory.networks.append(Network(name: name, subnets: subnets, gateways: gateways, source: FilePosition(file: sink.file, mark: node.mark)))
+            let bridge = m["bridge"].flatMap { interfaceName($0, "bridge", sink: sink) }
+            inventory.networks.append(Network(name: name, subnets: subnets, gateways: gateways, bridge: bridge, source: FilePosition(file: sink.file, mark: node.mark)))
         }
         var containerNames: [String: Mark] = [:]
         for node in doc["containers"]?.list("containers", sink: sink) ?? [] {
@@ -74,13 +75,21 @@ public enum InventoryLoader {
             if let nets = m["networks"], let nm = MappingReader(nets, "container networks", keys: nil, sink: sink) {
                 for entry in nm.mapping.entries where attachments[entry.key.value] == nil {
                     var attachment = Attachment()
-                    if !entry.value.isNull, let am = MappingReader(entry.value, "the attachment to '\(entry.key.value)'", keys: ["ipv4", "ipv6"], sink: sink) {
+                    if !entry.value.isNull, let am = MappingReader(entry.value, "the attachment to '\(entry.key.value)'", keys: ["ipv4", "ipv6", "mac", "port"], sink: sink) {
                         if let v4 = am["ipv4"], !v4.isNull {
                             attachment.ipv4 = address(v4, "ipv4", family: 4, sink: sink)
                         }
                         if let v6 = am["ipv6"], !v6.isNull {
                             attachment.ipv6 = address(v6, "ipv6", family: 6, sink: sink)
                         }
+                        if let mac = am["mac"], !mac.isNull, let text = mac.string("mac", sink: sink) {
+                            if Attachment.isValidMAC(text) {
+                                attachment.mac = text.lowercased()
+                            } else {
+                                sink.error(.wrongType, "'\(text)' is not a MAC address such as 02:42:ac:14:00:02", at: mac.mark)
+                            }
+                        }
+                        attachment.port = am["port"].flatMap { interfaceName($0, "port", sink: sink) }
                     }
                     attachments[entry.key.value] = attachment
                 }
@@ -88,6 +97,16 @@ public enum InventoryLoader {
             inventory.containers.append(Container(name: name, id: id, labels: labels, networks: attachments, source: FilePosition(file: sink.file, mark: node.mark)))
         }
         return inventory
+    }
+
+    /// A bridge or port name: what the kernel accepts as an interface name (15 bytes at most).
+    private static func interfaceName(_ node: YAMLNode, _ what: String, sink: DiagnosticSink) -> String? {
+        guard !node.isNull, let text = node.string(what, sink: sink) else { return nil }
+        guard Attachment.isValidInterfaceName(text) else {
+            sink.error(.wrongType, "'\(text)' is not an interface name (1-15 bytes, no spaces, '/' or ':')", at: node.mark)
+            return nil
+        }
+        return text
     }
 
     private static func address(_ node: YAMLNode, _ what: String, family: Int? = nil, sink: DiagnosticSink) -> IPAddress? {

@@ -63,8 +63,9 @@ public final class Lab: @unchecked Sendable {
 
     /// The plan the lab was built from, including containers added since.
     public var layout: LabLayout { lock.withLock { _layout } }
-    /// The inventory the lab currently mirrors (changed by `addContainer` / `removeContainer`).
-    public var inventory: Inventory { lock.withLock { _inventory } }
+    /// The inventory the lab currently mirrors (changed by `addContainer` / `removeContainer`),
+    /// with bridges, MACs and host-side ports filled in from the layout (as the Docker source does).
+    public var inventory: Inventory { lock.withLock { _layout.describing(_inventory) } }
     public var hostNamespace: String { layout.hostNamespace }
     public var worldNamespace: String { layout.worldNamespace }
     /// Container names, sorted.
@@ -168,7 +169,8 @@ public final class Lab: @unchecked Sendable {
             let purpose = "creating bridge \(bridge.interface) for network \(bridge.network) in \(host)"
             // No STP (ports forward at once) and no multicast snooping: without a querier, snooping
             // can swallow the solicited-node multicast of IPv6 neighbour discovery.
-            try ip(["-n", host, "link", "add", bridge.interface, "type", "bridge", "stp_state", "0", "mcast_snooping", "0"], purpose)
+            try ip(["-n", host, "link", "add", bridge.interface, "address", bridge.macAddress,
+                    "type", "bridge", "stp_state", "0", "mcast_snooping", "0"], purpose)
             for a in bridge.addresses { try ip(["-n", host] + addressArgs(a, dev: bridge.interface), purpose) }
             try ip(["-n", host, "link", "set", bridge.interface, "up"], purpose)
         }

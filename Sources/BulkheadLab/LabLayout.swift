@@ -62,6 +62,8 @@ public struct LabLayout: Sendable, Hashable {
         public var interface: String
         /// Gateway addresses with the subnet's prefix length.
         public var addresses: [IPNetwork]
+        /// Fixed, so the bridge's link-local address does not follow whichever port joined first.
+        public var macAddress: String = "02:b0:00:00:00:01"
     }
 
     /// One veth of a container: `containerInterface` in the container, `hostInterface` on the bridge.
@@ -135,7 +137,8 @@ public struct LabLayout: Sendable, Hashable {
             var interface = "br-" + String(Self.sanitized(network.name).prefix(12))
             if usedNames.contains(interface) { interface = "br\(index)" }
             usedNames.insert(interface)
-            bridges.append(Bridge(network: network.name, interface: interface, addresses: addresses))
+            bridges.append(Bridge(network: network.name, interface: interface, addresses: addresses,
+                                  macAddress: String(format: "02:b0:00:00:%02x:%02x", (index >> 8) & 0xff, index & 0xff)))
         }
         self.bridges = bridges
 
@@ -190,6 +193,25 @@ public struct LabLayout: Sendable, Hashable {
         nodes.sort { $0.container < $1.container }
     }
 
+    /// `inventory` with what the lab knows of the host added, as the Docker source reports it:
+    /// each network's bridge, each attachment's MAC and host-side port.
+    public func describing(_ inventory: Inventory) -> Inventory {
+        var out = inventory
+        for i in out.networks.indices {
+            if let b = bridges.first(where: { $0.network == out.networks[i].name }) { out.networks[i].bridge = b.interface }
+        }
+        for i in out.containers.indices {
+            guard let node = node(out.containers[i].name) else { continue }
+            for link in node.links {
+                guard var a = out.containers[i].networks[link.network] else { continue }
+                a.port = link.hostInterface
+                a.mac = link.macAddress
+                out.containers[i].networks[link.network] = a
+            }
+        }
+        return out
+    }
+
     public var namespaces: [String] { [hostNamespace, worldNamespace] + nodes.map(\.namespace) }
 
     public func node(_ container: String) -> Node? { nodes.first { $0.container == container } }
@@ -199,9 +221,34 @@ public struct LabLayout: Sendable, Hashable {
         (bridges.flatMap { $0.addresses.map(\.address) } + [world.hostTransitV4.address]).sorted()
     }
 
+    /// The EUI-64 link-local address the kernel gives an interface with this MAC.
+    public static func linkLocal(mac: String) -> IPAddress? {
+        let parts = mac.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+        guard parts.count == 6 else { return nil }
+        let b = [parts[0] ^ 0x02, parts[1], parts[2], 0xff, 0xfe, parts[3], parts[4], parts[5]]
+        let groups = stride(from: 0, to: 8, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }
+        return IPAddress("fe80::" + groups.joined(separator: ":"))
+    }
+
+    /// Link-local addresses on each network: party → (address, the party's interface there).
+    public func linkLocalAddresses(on network: String) -> [(party: Party, address: IPAddress, interface: String)] {
+        var out: [(Party, IPAddress, String)] = []
+        guard let bridge = bridges.first(where: { $0.network == network }) else { return [] }
+        if let a = Self.linkLocal(mac: bridge.macAddress) { out.append((.host, a, bridge.interface)) }
+        for node in nodes {
+            for link in node.links where link.network == network {
+                if let mac = link.macAddress, let a = Self.linkLocal(mac: mac) { out.append((.container(node.container), a, link.containerInterface)) }
+            }
+        }
+        return out
+    }
+
     /// Which party owns `address`, if any.
     public func owner(of address: IPAddress) -> Party? {
         if hostAddresses.contains(address) { return .host }
+        for bridge in bridges {
+            if let hit = linkLocalAddresses(on: bridge.network).first(where: { $0.address == address }) { return hit.party }
+        }
         if world.addresses.contains(where: { $0.address == address }) || world.worldTransitV4.address == address { return .world }
         return nodes.first { $0.addresses.contains(address) }.map { .container($0.container) }
     }

@@ -6,14 +6,19 @@ public struct Probe: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var from: Party
     public var to: IPAddress
     public var traffic: Traffic
+    /// For a link-local destination: the sender's interface (its scope), e.g. `eth0` in a
+    /// container or the bridge in the host. The probe binds to it and lets the kernel pick the
+    /// interface's own link-local source.
+    public var interface: String?
 
-    public init(from: Party, to: IPAddress, traffic: Traffic) {
+    public init(from: Party, to: IPAddress, traffic: Traffic, interface: String? = nil) {
         self.from = from
         self.to = to
         self.traffic = traffic
+        self.interface = interface
     }
 
-    public var description: String { "\(from) → \(to) \(traffic)" }
+    public var description: String { "\(from) → \(to)\(interface.map { "%" + $0 } ?? "") \(traffic)" }
 
     private var trafficKey: (Int, Int) {
         switch traffic {
@@ -27,7 +32,8 @@ public struct Probe: Sendable, Hashable, Comparable, CustomStringConvertible {
     public static func < (a: Probe, b: Probe) -> Bool {
         if a.from != b.from { return a.from < b.from }
         if a.to != b.to { return a.to < b.to }
-        return a.trafficKey < b.trafficKey
+        if a.trafficKey != b.trafficKey { return a.trafficKey < b.trafficKey }
+        return (a.interface ?? "") < (b.interface ?? "")
     }
 }
 

@@ -142,7 +142,7 @@ private final class ProbeBatch {
 
     struct EchoKey: Hashable { let id: UInt16; let sequence: UInt16 }
     struct Echo { let index: Int; let start: UInt64; let socket: ICMPSocketKey }
-    struct ICMPSocketKey: Hashable { let party: Party; let ipv6: Bool }
+    struct ICMPSocketKey: Hashable { let party: Party; let ipv6: Bool; var interface: String? = nil }
     /// One raw socket per (sender, family): every raw ICMP socket in a namespace sees every ICMP packet,
     /// so sharing one avoids n² copies; replies are matched by (id, sequence) and sender.
     var icmpSockets: [ICMPSocketKey: FileDescriptor] = [:]
@@ -191,6 +191,7 @@ private final class ProbeBatch {
         switch p.traffic {
         case .tcp(let port):
             let fd = try ns.socket(domain: family, type: socketStream, protocol: 0)
+            if let e = bindDevice(fd, p) { return finish(i, errno: e, start: now) }
             // Abort on close: no TIME_WAIT left behind by hundreds of probes.
             _ = fd.setOption(SOL_SOCKET, SO_LINGER, linger(l_onoff: 1, l_linger: 0))
             QueuedError.enable(on: fd, ipv6: ipv6)
@@ -201,6 +202,7 @@ private final class ProbeBatch {
             active[fd.raw] = Active(index: i, fd: fd, kind: .tcp, start: now)
         case .udp(let port):
             let fd = try ns.socket(domain: family, type: socketDatagram, protocol: 0)
+            if let e = bindDevice(fd, p) { return finish(i, errno: e, start: now) }
             QueuedError.enable(on: fd, ipv6: ipv6)
             if let e = bindSource(fd, p), e != 0 { return finish(i, errno: e, start: now) }
             // Connected, so the kernel reports ICMP errors (port unreachable → ECONNREFUSED) on this
@@ -211,7 +213,7 @@ private final class ProbeBatch {
             if send(fd.raw, token, token.count, Int32(MSG_DONTWAIT)) < 0 { return finish(i, errno: errno, start: now) }
             active[fd.raw] = Active(index: i, fd: fd, kind: .udp(token: token), start: now)
         case .icmp:
-            let key = ICMPSocketKey(party: p.from, ipv6: ipv6)
+            let key = ICMPSocketKey(party: p.from, ipv6: ipv6, interface: p.interface)
             let fd = try icmpSocket(key, ns: ns, probe: p)
             let echo = EchoKey(id: id &+ UInt16(truncatingIfNeeded: i >> 16), sequence: UInt16(truncatingIfNeeded: i))
             let packet = ICMP.echoRequest(ipv6: ipv6, id: echo.id, sequence: echo.sequence, payload: Array("bulkhead probe".utf8))
@@ -224,8 +226,17 @@ private final class ProbeBatch {
         }
     }
 
+    /// A link-local probe leaves through its interface (SO_BINDTODEVICE): the kernel then needs no
+    /// scope id and picks the interface's link-local source. Returns an errno on failure.
+    private func bindDevice(_ fd: FileDescriptor, _ p: Probe) -> Int32? {
+        guard let name = p.interface else { return nil }
+        var bytes = Array(name.utf8.prefix(15)) + [0]
+        let r = setsockopt(fd.raw, SOL_SOCKET, SO_BINDTODEVICE, &bytes, socklen_t(bytes.count))
+        return r == 0 ? nil : errno
+    }
+
     private func bindSource(_ fd: FileDescriptor, _ p: Probe) -> Int32? {
-        guard let s = source(for: p) else { return nil }
+        guard p.interface == nil, let s = source(for: p) else { return nil }
         return fd.bind(SocketAddress(s))
     }
 
@@ -233,6 +244,9 @@ private final class ProbeBatch {
         if let fd = icmpSockets[key] { return fd }
         let fd = try ns.socket(domain: key.ipv6 ? AF_INET6 : AF_INET, type: socketRaw,
                                protocol: key.ipv6 ? Int32(IPPROTO_ICMPV6) : Int32(IPPROTO_ICMP))
+        if let e = bindDevice(fd, probe) {
+            throw LabError.system(call: "setsockopt(SO_BINDTODEVICE)", target: "ICMP socket of \(key.party) in \(ns.name)", errno: e)
+        }
         if let e = bindSource(fd, probe), e != 0 {
             throw LabError.system(call: "bind", target: "ICMP socket of \(key.party) in \(ns.name)", errno: e)
         }

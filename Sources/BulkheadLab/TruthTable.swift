@@ -9,6 +9,15 @@ extension Lab {
     /// This is the address an evaluator must judge the probe by.
     public func sourceAddress(for probe: Probe) -> IPAddress? {
         let l = layout
+        if let interface = probe.interface {
+            // Link-local: the sender's own link-local address on that interface.
+            for bridge in l.bridges {
+                if let hit = l.linkLocalAddresses(on: bridge.network).first(where: { $0.party == probe.from && $0.interface == interface }) {
+                    return hit.address
+                }
+            }
+            return nil
+        }
         switch probe.from {
         case .host:
             return nil
@@ -35,6 +44,30 @@ extension Lab {
             }
         }
         return probes.sorted()
+    }
+
+    /// Probes between link-local addresses: on each network, every pair of parties on it (host
+    /// and containers), both ways, each bound to the sender's interface there. With `networks`,
+    /// only those networks.
+    public func linkLocalProbeMatrix(traffic: [Traffic], networks: Set<String>? = nil) -> [Probe] {
+        let l = layout
+        var probes: [Probe] = []
+        for bridge in l.bridges where networks?.contains(bridge.network) ?? true {
+            let members = l.linkLocalAddresses(on: bridge.network)
+            for from in members {
+                for to in members where to.party != from.party {
+                    for t in traffic { probes.append(Probe(from: from.party, to: to.address, traffic: t, interface: from.interface)) }
+                }
+            }
+        }
+        return probes.sorted()
+    }
+
+    /// The network a link-local probe runs on (from its sender's interface), nil for other probes.
+    public func network(ofLinkLocal probe: Probe) -> String? {
+        guard let interface = probe.interface else { return nil }
+        let l = layout
+        return l.bridges.first { b in l.linkLocalAddresses(on: b.network).contains { $0.party == probe.from && $0.interface == interface } }?.network
     }
 }
 

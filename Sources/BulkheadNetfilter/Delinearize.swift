@@ -58,7 +58,14 @@ struct Delinearizer {
     func field(for load: KernelExpression, context: Set<Dependency>) -> (Field, UInt32)? {
         switch load {
         case .payload(let base, let offset, let length, _):
+            let arp = context.contains(.etherType(0x0806))
             switch (base, offset) {
+            case (PayloadBase.link.rawValue, 12) where length == 2: return (.etherType, 2)
+            case (PayloadBase.link.rawValue, 6) where length == 6: return (.etherSaddr, 6)
+            case (PayloadBase.network.rawValue, 8) where arp && length == 6: return (.arpSaddrEther, 6)
+            case (PayloadBase.network.rawValue, 14) where arp && length == 4: return (.arpSaddrIP, 4)
+            case (PayloadBase.transport.rawValue, 8) where length == 16 && context.contains(.l4proto(IPProto.icmpv6)):
+                return (.icmpv6Taddr, 16)
             case (PayloadBase.network.rawValue, 12) where length <= 4: return (.ipSaddr, length)
             case (PayloadBase.network.rawValue, 16) where length <= 4: return (.ipDaddr, length)
             case (PayloadBase.network.rawValue, 8) where length <= 16: return (.ip6Saddr, length)

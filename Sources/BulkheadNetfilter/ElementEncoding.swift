@@ -120,6 +120,8 @@ enum ElementEncoding {
         case .ifname:
             let name = b.prefix(16).prefix { $0 != 0 }
             return .ifname(String(decoding: name, as: UTF8.self))
+        case .etherAddr: return EtherAddress(bytes: Array(b.prefix(6))).map { .etherAddr($0) }
+        case .etherType: return .etherType(UInt16(b[i]) << 8 | UInt16(b[i + 1]))
         }
     }
 

@@ -118,11 +118,12 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
     }
 
     @discardableResult
-    public func apply(_ tx: Transaction, expectedGeneration: UInt32?) throws -> UInt32 {
+    public func apply(_ transactions: [Transaction], expectedGeneration: UInt32?) throws -> UInt32 {
         try locked {
-            if tx.isEmpty { return try conn.readGeneration() }
+            let txs = transactions.filter { !$0.isEmpty }
+            if txs.isEmpty { return try conn.readGeneration() }
             let encoder = TransactionEncoder(ownershipFlags: ownership.tableFlags, recordMessages: false)
-            let batch = try encoder.encode(tx, generation: expectedGeneration, seq: { [conn] in conn.allocateSeq() })
+            let batch = try encoder.encode(txs, generation: expectedGeneration, seq: { [conn] in conn.allocateSeq() })
             do {
                 let clock = ContinuousClock()
                 let start = clock.now

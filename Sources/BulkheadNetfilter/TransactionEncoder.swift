@@ -16,32 +16,50 @@ struct TransactionEncoder {
     static let ownershipMask: TableFlags = [.owner, .persist]
 
     func encode(_ tx: Transaction, generation: UInt32?, seq: @escaping () -> UInt32) throws -> EncodedBatch {
-        let batch = try EncodedBatch(generation: generation, seq: seq, pageSize: pageSize, recordMessages: recordMessages)
-        let enc = MessageEncoder(table: tx.table)
-        var setID: UInt32 = 1
-        var knownSets: [String: NFTSet] = [:]
-        for s in tx.expected?.sets ?? [] { knownSets[s.name] = s.definition }
+        try encode([tx], generation: generation, seq: seq)
+    }
 
+    /// One batch for several tables (`inet bulkhead` and `bridge bulkhead`): the kernel commits
+    /// all of it or none, under one generation check. Operation indices run on across the
+    /// transactions, in order.
+    func encode(_ txs: [Transaction], generation: UInt32?, seq: @escaping () -> UInt32) throws -> EncodedBatch {
+        let batch = try EncodedBatch(generation: generation, seq: seq, pageSize: pageSize, recordMessages: recordMessages)
+        var setID: UInt32 = 1
         func tableFlags(_ requested: TableFlags) -> UInt32 {
             requested.subtracting(Self.ownershipMask).union(ownershipFlags).rawValue
         }
-
         // Re-sending NEWTABLE with owner|persist adopts a table whose owner has gone (and fails
         // with EPERM while another live process owns it), so an owned table is claimed by every
         // transaction, not only the one that creates it.
-        let touchesTable = tx.operations.contains { if case .table = $0.object { return true }; return false }
-        if !ownershipFlags.isEmpty && !touchesTable && !tx.operations.isEmpty {
-            let index = batch.beginOperation("adopt table \(tx.table) (flags owner,persist)")
-            precondition(index == 0)
-            try enc.newTable(tx.expected ?? Table(family: tx.table.family, name: tx.table.name),
-                             flags: tableFlags(tx.expected?.flags ?? []), exclusive: false, into: batch, operation: index)
+        for tx in txs {
+            let touchesTable = tx.operations.contains { if case .table = $0.object { return true }; return false }
+            if !ownershipFlags.isEmpty && !touchesTable && !tx.operations.isEmpty {
+                let index = batch.beginOperation("adopt table \(tx.table) (flags owner,persist)")
+                try MessageEncoder(table: tx.table).newTable(tx.expected ?? Table(family: tx.table.family, name: tx.table.name),
+                                 flags: tableFlags(tx.expected?.flags ?? []), exclusive: false, into: batch, operation: index)
+            }
         }
-        let offset = batch.operationCount
-        batch.implicitOperations = offset
+        batch.implicitOperations = batch.operationCount
+        var first = 0
+        for tx in txs {
+            try append(tx, to: batch, firstIndex: first, setID: &setID, tableFlags: tableFlags)
+            first += tx.operations.count
+        }
+        try batch.end()
+        return batch
+    }
 
-        for (i, op) in tx.operations.enumerated() {
+    private func append(_ tx: Transaction, to batch: EncodedBatch, firstIndex: Int, setID: inout UInt32,
+                        tableFlags: (TableFlags) -> UInt32) throws {
+        let enc = MessageEncoder(table: tx.table)
+        var knownSets: [String: NFTSet] = [:]
+        for s in tx.expected?.sets ?? [] { knownSets[s.name] = s.definition }
+        let offset = batch.operationCount
+
+        for (i0, op) in tx.operations.enumerated() {
+            let i = i0 + firstIndex
             let index = batch.beginOperation(NFTScript.command(op, table: tx.table))
-            precondition(index == i + offset)
+            precondition(index == i0 + offset)
             let exclusive = op.verb == .create
             switch (op.verb, op.object) {
             case (.add, .table(let t)), (.create, .table(let t)):
@@ -97,7 +115,5 @@ struct TransactionEncoder {
                                  exclusive: verb == .create, into: batch, operation: index)
             }
         }
-        try batch.end()
-        return batch
     }
 }

@@ -102,7 +102,8 @@ public enum JSONSchemas {
             "properties": {
               "name": { "type": "string" },
               "subnets": { "type": "array", "items": { "type": "string" } },
-              "gateways": { "type": "array", "items": { "type": "string" }, "description": "The host's addresses on this network." }
+              "gateways": { "type": "array", "items": { "type": "string" }, "description": "The host's addresses on this network." },
+              "bridge": { "type": "string", "maxLength": 15, "description": "The Linux bridge of the network on the host." }
             }
           }
         },
@@ -118,7 +119,11 @@ public enum JSONSchemas {
                 "type": "object",
                 "additionalProperties": {
                   "type": ["object", "null"], "additionalProperties": false,
-                  "properties": { "ipv4": { "type": "string" }, "ipv6": { "type": "string" } }
+                  "properties": {
+                    "ipv4": { "type": "string" }, "ipv6": { "type": "string" },
+                    "mac": { "type": "string", "pattern": "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", "description": "MAC address of the container's interface." },
+                    "port": { "type": "string", "maxLength": 15, "description": "Host-side interface (bridge port) of the container's link: frames from it must carry this attachment's addresses." }
+                  }
                 }
               }
             }

@@ -14,6 +14,10 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     case icmpType = "icmp_type"
     case icmpv6Type = "icmpv6_type"
     case ctState = "ct_state"
+    /// A MAC address (`ether_addr`, 6 bytes).
+    case etherAddr = "ether_addr"
+    /// An ethertype (`ether_type`, 2 bytes, network order).
+    case etherType = "ether_type"
 
     /// nft's datatype id (`TYPE_IPADDR` = 7, …).
     public var typeID: UInt32 {
@@ -28,6 +32,8 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
         case .ctState: 26
         case .icmpv6Type: 29
         case .ifname: 41
+        case .etherAddr: 9
+        case .etherType: 10
         }
     }
 
@@ -36,7 +42,8 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
         switch self {
         case .ipv4Addr, .mark, .ctState: 4
         case .ipv6Addr, .ifname: 16
-        case .inetService: 2
+        case .inetService, .etherType: 2
+        case .etherAddr: 6
         case .inetProto, .nfProto, .icmpType, .icmpv6Type: 1
         }
     }
@@ -46,7 +53,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     /// `NFTNL_UDATA_SET_KEYBYTEORDER` userdata that nft writes (1 = host, 2 = big endian).
     public var isBigEndian: Bool {
         switch self {
-        case .ipv4Addr, .ipv6Addr, .inetService: true
+        case .ipv4Addr, .ipv6Addr, .inetService, .etherAddr, .etherType: true
         case .inetProto, .nfProto, .icmpType, .icmpv6Type, .mark, .ctState, .ifname: false
         }
     }
@@ -61,7 +68,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
         switch self {
         case .nfProto, .inetProto, .inetService, .mark: 5
         case .ipv4Addr, .ctState: 2
-        case .ipv6Addr, .ifname, .icmpType, .icmpv6Type: 1
+        case .ipv6Addr, .ifname, .icmpType, .icmpv6Type, .etherAddr, .etherType: 1
         }
     }
 

@@ -42,26 +42,35 @@ public final class FakeNetfilter: NetfilterBackend {
     }
 
     @discardableResult
-    public func apply(_ tx: Transaction, expectedGeneration: UInt32?) throws -> UInt32 {
+    public func apply(_ transactions: [Transaction], expectedGeneration: UInt32?) throws -> UInt32 {
         try store.withLock { s throws(RulesetError) -> UInt32 in
             if let expected = expectedGeneration, expected != s.generation {
                 throw .staleGeneration(expected: expected, actual: s.generation)
             }
-            // A copy: the stored state stays as it was if an operation fails (atomic batch).
-            var state = s.tables[tx.table] ?? TableState(id: tx.table, table: nil)
-            state.nextHandle = s.nextHandle
-            for (i, op) in tx.operations.enumerated() {
-                do throws(RulesetError) {
-                    try state.apply(op)
-                } catch {
-                    throw .operationFailed(index: i, operation: NFTScript.command(op, table: tx.table), error: error)
+            // Copies: the stored state stays as it was if an operation fails (atomic batch).
+            var states = s.tables
+            var nextHandle = s.nextHandle
+            var first = 0
+            for tx in transactions {
+                var state = states[tx.table] ?? TableState(id: tx.table, table: nil)
+                state.nextHandle = nextHandle
+                for (i, op) in tx.operations.enumerated() {
+                    do throws(RulesetError) {
+                        try state.apply(op)
+                    } catch {
+                        throw .operationFailed(index: first + i, operation: NFTScript.command(op, table: tx.table), error: error)
+                    }
                 }
+                states[tx.table] = state
+                nextHandle = state.nextHandle ?? nextHandle
+                first += tx.operations.count
             }
-            s.tables[tx.table] = state
-            s.nextHandle = state.nextHandle ?? s.nextHandle
-            if !tx.isEmpty {
+            s.tables = states
+            s.nextHandle = nextHandle
+            let changed = transactions.filter { !$0.isEmpty }
+            if !changed.isEmpty {
                 s.generation &+= 1
-                s.commits.append(tx)
+                s.commits += changed
             }
             return s.generation
         }

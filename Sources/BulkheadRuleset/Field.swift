@@ -19,6 +19,18 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
     case icmpType = "icmp type"
     case icmpv6Type = "icmpv6 type"
     case ctState = "ct state"
+    /// Bridge family: the frame's ethertype as on the wire. For a VLAN-tagged frame whose tag
+    /// the kernel moved into skb metadata (veth and most NICs do), the kernel rebuilds the tag
+    /// for this load, so it reads 0x8100/0x88a8 — unlike `meta protocol`, which reads the inner type.
+    case etherType = "ether type"
+    case etherSaddr = "ether saddr"
+    /// ARP sender hardware and protocol address (Ethernet/IPv4 ARP layout).
+    case arpSaddrEther = "arp saddr ether"
+    case arpSaddrIP = "arp saddr ip"
+    /// Target address of an ICMPv6 neighbour solicitation/advertisement (bytes 8-23 of the
+    /// ICMPv6 message). nft 1.0.6 has no keyword for it and lists the raw load, `@th,64,128`
+    /// (newer nft: `icmpv6 taddr`); we render what the installed nft prints.
+    case icmpv6Taddr = "@th,64,128"
 
     /// Text as nft prints it.
     public var description: String { rawValue }
@@ -34,6 +46,10 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .icmpType: .icmpType
         case .icmpv6Type: .icmpv6Type
         case .ctState: .ctState
+        case .etherType: .etherType
+        case .etherSaddr, .arpSaddrEther: .etherAddr
+        case .arpSaddrIP: .ipv4Addr
+        case .icmpv6Taddr: .ipv6Addr
         }
     }
 
@@ -51,6 +67,11 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .iifname: .meta(.iifname)
         case .oifname: .meta(.oifname)
         case .ctState: .ct(.state)
+        case .etherType: .payload(base: .link, offset: 12, length: 2)
+        case .etherSaddr: .payload(base: .link, offset: 6, length: 6)
+        case .arpSaddrEther: .payload(base: .network, offset: 8, length: 6)
+        case .arpSaddrIP: .payload(base: .network, offset: 14, length: 4)
+        case .icmpv6Taddr: .payload(base: .transport, offset: 8, length: 16)
         }
     }
 
@@ -66,7 +87,9 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .ipSaddr, .ipDaddr, .icmpType:
             if family == .inet { deps.append(.nfproto(NFProto.ipv4)) }
             if family == .bridge { deps.append(.etherType(0x0800)) }
-        case .ip6Saddr, .ip6Daddr, .icmpv6Type:
+        case .arpSaddrEther, .arpSaddrIP:
+            deps.append(.etherType(0x0806))
+        case .ip6Saddr, .ip6Daddr, .icmpv6Type, .icmpv6Taddr:
             if family == .inet { deps.append(.nfproto(NFProto.ipv6)) }
             if family == .bridge { deps.append(.etherType(0x86dd)) }
         default:
@@ -76,7 +99,7 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .tcpDport: deps.append(.l4proto(IPProto.tcp))
         case .udpDport: deps.append(.l4proto(IPProto.udp))
         case .icmpType: deps.append(.l4proto(IPProto.icmp))
-        case .icmpv6Type: deps.append(.l4proto(IPProto.icmpv6))
+        case .icmpv6Type, .icmpv6Taddr: deps.append(.l4proto(IPProto.icmpv6))
         default: break
         }
         return deps

@@ -211,6 +211,18 @@ public enum NFTText {
         case .proto(let p): return protocolNames[p] ?? String(p)
         case .nfProto(let p): return p == NFProto.ipv4 ? "ipv4" : p == NFProto.ipv6 ? "ipv6" : String(p)
         case .ifname(let n): return quoted(n)
+        case .etherAddr(let a): return a.description
+        case .etherType(let t):
+            switch t {
+            case EtherTypes.ipv4: return "ip"
+            case EtherTypes.ipv6: return "ip6"
+            case EtherTypes.arp: return "arp"
+            case 0x8100: return "8021q"
+            case 0x88a8: return "8021ad"
+            default:
+                let hex = String(t, radix: 16)
+                return "0x" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+            }
         case .mark(let m):
             let hex = String(m, radix: 16)
             return "0x" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex

@@ -14,9 +14,19 @@
 /// - `generation()` reads the current generation (`NFT_MSG_GETGEN`); it increments on every
 ///   successful commit by anyone, so dump → diff → apply with the generation read before the
 ///   dump never overwrites a concurrent change.
+/// - `apply(_ transactions:expectedGeneration:)` does the same for transactions on several tables
+///   (`inet bulkhead` and `bridge bulkhead`): one batch, all or nothing; operation indices in
+///   errors run on across the transactions in order.
 public protocol NetfilterBackend: Sendable {
     func dump(table: TableID) throws -> Table?
     @discardableResult
-    func apply(_ tx: Transaction, expectedGeneration: UInt32?) throws -> UInt32
+    func apply(_ transactions: [Transaction], expectedGeneration: UInt32?) throws -> UInt32
     func generation() throws -> UInt32
+}
+
+extension NetfilterBackend {
+    @discardableResult
+    public func apply(_ tx: Transaction, expectedGeneration: UInt32?) throws -> UInt32 {
+        try apply([tx], expectedGeneration: expectedGeneration)
+    }
 }

@@ -16,6 +16,43 @@ public struct CtState: OptionSet, Hashable, Sendable, Codable {
     ]
 }
 
+/// A 48-bit MAC address (`aa:bb:cc:dd:ee:ff`).
+public struct EtherAddress: Hashable, Sendable, Codable, Comparable, CustomStringConvertible {
+    /// Exactly 6 bytes.
+    public let bytes: [UInt8]
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 6 else { return nil }
+        self.bytes = bytes
+    }
+
+    /// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive, two hex digits per byte); nil otherwise.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 6 else { return nil }
+        var b: [UInt8] = []
+        for p in parts {
+            guard p.count == 2, p.allSatisfy(\.isHexDigit), let v = UInt8(p, radix: 16) else { return nil }
+            b.append(v)
+        }
+        bytes = b
+    }
+
+    /// Lower-case, colon separated, as nft and `ip link` print it.
+    public var description: String {
+        bytes.map { b in let h = String(b, radix: 16); return h.count == 1 ? "0" + h : h }.joined(separator: ":")
+    }
+
+    public static func < (a: Self, b: Self) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+/// Well-known ethertypes.
+public enum EtherTypes {
+    public static let ipv4: UInt16 = 0x0800
+    public static let arp: UInt16 = 0x0806
+    public static let ipv6: UInt16 = 0x86dd
+}
+
 /// Well-known `nf_proto` values (`NFPROTO_*`).
 public enum NFProto {
     public static let ipv4: UInt8 = 2
@@ -49,6 +86,10 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
     case icmpType(UInt8)
     case icmpv6Type(UInt8)
     case ctState(CtState)
+    /// A MAC address, 6 bytes (`ether_addr`).
+    case etherAddr(EtherAddress)
+    /// An ethertype (`ether type ip6` is `.etherType(0x86dd)`).
+    case etherType(UInt16)
 
     public var dataType: DataType {
         switch self {
@@ -62,6 +103,8 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
         case .icmpType: .icmpType
         case .icmpv6Type: .icmpv6Type
         case .ctState: .ctState
+        case .etherAddr: .etherAddr
+        case .etherType: .etherType
         }
     }
 
@@ -78,7 +121,8 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
         switch self {
         case .ipv4(let a): return a.bytes
         case .ipv6(let a): return a.bytes
-        case .port(let p): return [UInt8(p >> 8), UInt8(p & 0xff)]
+        case .port(let p), .etherType(let p): return [UInt8(p >> 8), UInt8(p & 0xff)]
+        case .etherAddr(let a): return a.bytes
         case .proto(let v), .nfProto(let v), .icmpType(let v), .icmpv6Type(let v): return [v]
         case .mark(let m): return Value.hostOrder(m)
         case .ctState(let s): return Value.hostOrder(s.rawValue)

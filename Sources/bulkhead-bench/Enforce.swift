@@ -92,7 +92,7 @@ func churn(_ dirs: [String]) throws {
             for c in added.prefix(3) {
                 current.containers.append(c)
                 let t0 = ContinuousClock.now
-                let plan = try planner.plan(policies: policies, inventory: current, live: live, baseline: .kernel(generation: generation))
+                let plan = try planner.plan(policies: policies, inventory: current, live: live, bridgeLive: try nf.dump(table: Planner.bridgeTableID), baseline: .kernel(generation: generation))
                 generation = try planner.apply(plan, to: nf)
                 full.append(ms(ContinuousClock.now - t0))
                 live = plan.desired

@@ -54,7 +54,7 @@ struct ApplyCommand: ParsableCommand {
                     } else {
                         print(PlanOutput.text(plan, nft: nft))
                         if plan.hasChanges {
-                            print("Applied \(plan.transaction.operations.count) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
+                            print("Applied \(plan.operationCount) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
                         }
                     }
                     return

@@ -37,7 +37,7 @@ struct PlanCommand: ParsableCommand {
             case .success(let backend):
                 plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
             case .failure(let error):
-                plan = try Planner().plan(policies: policies, inventory: inventory, live: nil,
+                plan = try Planner().plan(policies: policies, inventory: inventory, live: nil, bridgeLive: nil,
                                           baseline: .empty(reason: "cannot read the kernel: \(error)"))
             }
             print(format == .json ? PlanOutput.json(plan, nft: nft) : PlanOutput.text(plan, nft: nft))

@@ -49,10 +49,10 @@ enum PlanOutput {
             lines += plan.foreignRules.map { "  ! chain \($0.chain): \($0)" }
         }
         let counts = plan.operationCounts.map { "\($0.1) \($0.0)\($0.1 == 1 ? "" : "s")" }.joined(separator: ", ")
-        lines.append("nftables: \(plan.transaction.operations.count) operation\(plan.transaction.operations.count == 1 ? "" : "s") in one transaction (\(counts))")
+        lines.append("nftables: \(plan.operationCount) operation\(plan.operationCount == 1 ? "" : "s") in one transaction (\(counts))")
         if nft {
             lines.append("")
-            lines.append(plan.transaction.description.trimmingTrailingNewlines())
+            lines.append((plan.transaction.description + plan.bridgeTransaction.description).trimmingTrailingNewlines())
         }
         return lines.joined(separator: "\n")
     }
@@ -85,9 +85,9 @@ enum PlanOutput {
                          ("containers", .array(m.containers.map { .string($0) }))])
             })),
             ("foreign_rules", .array(plan.foreignRules.map { .string("\($0.chain): \($0)") })),
-            ("operations", .object([("total", .int(plan.transaction.operations.count))] + plan.operationCounts.map { ($0.0, .int($0.1)) })),
+            ("operations", .object([("total", .int(plan.operationCount))] + plan.operationCounts.map { ($0.0, .int($0.1)) })),
         ]
-        if nft { fields.append(("nft", .string(plan.transaction.description))) }
+        if nft { fields.append(("nft", .string(plan.transaction.description + plan.bridgeTransaction.description))) }
         return JSONValue.object(fields).render()
     }
 }

@@ -16,13 +16,27 @@ struct UninstallCommand: ParsableCommand {
     func run() throws {
         do {
             let backend = try NetlinkNetfilter(namespace: netns)
+            let bridge = try backend.dump(table: Planner.bridgeTableID)
             guard let live = try backend.dump(table: Planner.tableID) else {
+                if let bridge {
+                    var tx = Transaction(table: Planner.bridgeTableID, current: bridge)
+                    try tx.delete(.table(bridge.header))
+                    try backend.apply(tx, expectedGeneration: nil)
+                    print("Removed table bridge bulkhead (port binding).")
+                    return
+                }
                 print("Nothing to remove: there is no table inet bulkhead.")
                 return
             }
             var tx = Transaction(table: Planner.tableID, current: live)
             try tx.delete(.table(live.header))
-            try backend.apply(tx, expectedGeneration: nil)
+            var txs = [tx]
+            if let bridge {
+                var btx = Transaction(table: Planner.bridgeTableID, current: bridge)
+                try btx.delete(.table(bridge.header))
+                txs.append(btx)
+            }
+            try backend.apply(txs, expectedGeneration: nil)
             print("Removed table inet bulkhead (\(live.chains.count) chains, \(live.sets.count) sets and maps, \(live.rules.count) rules). Traffic is no longer filtered by Bulkhead.")
         } catch let e as NetfilterError {
             Inputs.printError("\(e)")

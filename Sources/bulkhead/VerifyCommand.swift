@@ -45,6 +45,8 @@ struct VerifyCommand: ParsableCommand {
             Inputs.note("building a lab of \(inventory.containers.count) containers on \(inventory.networks.count) networks…")
             let lab = try Lab(inventory: inventory)
             defer { _ = lab.destroy() }
+            // The lab's view adds each network's bridge and each container's MAC and port (port binding).
+            inventory = lab.inventory
             inventory.hostAddresses = lab.addresses(of: .host)
             let backend = try NetlinkNetfilter(namespace: lab.hostNamespace)
             for line in try BridgeNetfilter.ensureEnabled(namespace: lab.hostNamespace) { Inputs.note(line) }
@@ -52,19 +54,19 @@ struct VerifyCommand: ParsableCommand {
             let plan = try planner.plan(policies: policies, inventory: inventory, backend: backend)
             if showPlan { print(PlanOutput.text(plan, nft: false)) }
             try planner.apply(plan, to: backend)
-            print("Applied to lab \(lab.name): \(plan.transaction.operations.count) operations, \(plan.opened.count) flows.")
+            print("Applied to lab \(lab.name): \(plan.operationCount) operations, \(plan.opened.count) flows.")
 
             let runner = ProbeRunner(lab: lab, options: .init(timeout: .milliseconds(timeout)))
             defer { runner.stopServers() }
             let evaluator = Evaluator(policies: policies, inventory: inventory)
             let traffic = probeTraffic(for: policies)
             let started = Date()
-            let rows = try runner.verify(evaluator, traffic: traffic)
+            let rows = try runner.verify(evaluator, traffic: traffic, linkLocal: true)
             let seconds = Date().timeIntervalSince(started)
             let mismatches = rows.filter { !$0.matches }
             let passed = rows.filter(\.passed).count
             if matrix { print(Self.matrix(rows, lab: lab)) }
-            print("Probed \(rows.count) connections (\(traffic.map(\.description).joined(separator: ", ")); IPv4 and IPv6) in \(String(format: "%.1f", seconds)) s: \(passed) answered, \(rows.count - passed) dropped.")
+            print("Probed \(rows.count) connections (\(traffic.map(\.description).joined(separator: ", ")); IPv4, IPv6 and link-local) in \(String(format: "%.1f", seconds)) s: \(passed) answered, \(rows.count - passed) dropped.")
             if mismatches.isEmpty {
                 print("Every probe matches the policies.")
             } else {

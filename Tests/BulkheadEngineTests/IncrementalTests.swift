@@ -1,3 +1,4 @@
+import Foundation
 import BulkheadCompiler
 import BulkheadEngine
 import BulkheadInventory
@@ -181,5 +182,51 @@ import Testing
         let tx = try Diff.between(desired: Compiler.compile(loaded.policies, after).table, live: applied)
         let added = tx.operations.flatMap { op -> [SetElement] in if op.verb == .add, case .elements(_, let e) = op.object { return e } else { return [] } }
         #expect(!added.contains { $0.key.first?.low == .ipv4(IPv4Address(forged)!) }, "\(tx)")
+    }
+}
+
+/// The port bindings (`bridge bulkhead`) follow churn by elements only, exactly as the full diff.
+@Suite struct IncrementalBindingMatchesDiff {
+    /// The example inventory with a MAC and a port on every attachment, as the lab and Docker report.
+    func bound() throws -> (PolicySet, Inventory) {
+        let (policies, examplesInventory) = try examples()
+        var inventory = examplesInventory
+        for (i, c) in inventory.containers.enumerated() {
+            for name in c.networks.keys.sorted() {
+                inventory.containers[i].networks[name]?.mac = String(format: "02:42:ac:%02x:00:%02x", i, name.count)
+                inventory.containers[i].networks[name]?.port = "veth\(i)n\(name.count)"
+            }
+        }
+        return (policies, inventory)
+    }
+
+    @Test func everyExampleContainerAddedAndRemoved() throws {
+        let (policies, inventory) = try bound()
+        let full = Compiler.compile(policies, inventory).bridgeTable
+        var nonEmpty = 0
+        for c in inventory.containers {
+            var rest = inventory
+            rest.containers.removeAll { $0.name == c.name }
+            let less = Compiler.compile(policies, rest).bridgeTable
+            let table = Compiler.compile(policies, rest).table
+
+            let addDiff = try Diff.between(desired: full, live: less)
+            guard case .transaction(let add) = IncrementalPlanner(policies: policies, inventory: rest, applied: table).bindingTransaction(for: .added(c)) else {
+                Issue.record("binding \(c.name) needs a full plan")
+                continue
+            }
+            #expect(add.operations == addDiff.operations, "add \(c.name):\n\(add)\nvs diff:\n\(addDiff)")
+            #expect(add.operations.allSatisfy { if case .elements = $0.object { return true } else { return false } })
+            if !add.isEmpty { nonEmpty += 1 }
+
+            let removeDiff = try Diff.between(desired: less, live: full)
+            let fullTable = Compiler.compile(policies, inventory).table
+            guard case .transaction(let remove) = IncrementalPlanner(policies: policies, inventory: inventory, applied: fullTable).bindingTransaction(for: .removed(c)) else {
+                Issue.record("unbinding \(c.name) needs a full plan")
+                continue
+            }
+            #expect(remove.operations == removeDiff.operations, "remove \(c.name):\n\(remove)\nvs diff:\n\(removeDiff)")
+        }
+        #expect(nonEmpty == inventory.containers.count, "every example container is on a governed network")
     }
 }

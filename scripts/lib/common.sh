@@ -5,12 +5,14 @@ export PATH="/opt/swift/usr/bin:/usr/sbin:/sbin:$PATH"
 
 # Build and runtime needs: C libraries (libyaml, libnftnl, libmnl), the kernel tools the tests use as
 # independent oracles and test-host builders (nft, ip), Docker and the busybox image source, and
-# helpers for the privilege and benchmark checks (setpriv, /usr/bin/time).
+# helpers for the privilege and benchmark checks (setpriv, /usr/bin/time), and scapy for the
+# hand-made attack frames of the port-binding tests (scripts/lab/rawframes.py).
 BULKHEAD_PACKAGES=(
     pkg-config libyaml-dev libnftnl-dev libmnl-dev
     nftables iproute2 iptables conntrack
     docker.io busybox-static
     util-linux libcap2-bin time procps bc
+    python3-scapy
 )
 
 # Installs whatever of BULKHEAD_PACKAGES is missing. Idempotent; runs apt-get only when needed.
