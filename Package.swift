@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
-        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "CNetfilter", "CNetfilterShim"]),
+        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
             name: "bulkhead",
             dependencies: [

@@ -76,6 +76,13 @@ public enum PortBinding {
         for c in inventory.containers {
             for (set, els) in self.elements(of: c, governedNetworks: governed, excluding: rejected) { elements[set, default: []] += els }
         }
+        // Ports the source found on a governed bridge but could not tie to a container: bound to
+        // nothing, so every frame from them is dropped.
+        for n in inventory.networks where governed.contains(n.name) {
+            for port in n.unboundPorts ?? [] where Attachment.isValidInterfaceName(port) {
+                elements[ports, default: []].append(SetElement(.ifname(port)))
+            }
+        }
         var t = Table(family: .bridge, name: Names.table, flags: flags)
         t.sets = sets.map { def in
             var s = def

@@ -15,4 +15,11 @@ import Foundation
 public protocol ContainerSource: Sendable {
     func inventory() async throws -> Inventory
     func events(since: Date?) -> AsyncThrowingStream<DockerEvent, Error>
+    /// The path of a container's network namespace (Docker's `SandboxKey`, else `/proc/PID/ns/net`),
+    /// where its host-side veths can be found; nil when the source cannot tell.
+    func networkNamespace(ofContainer id: String) async throws -> String?
+}
+
+extension ContainerSource {
+    public func networkNamespace(ofContainer id: String) async throws -> String? { nil }
 }

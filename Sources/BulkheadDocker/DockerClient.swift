@@ -107,6 +107,21 @@ public struct DockerClient: ContainerSource, Sendable {
         }
     }
 
+    /// `GET /containers/{id}/json`: the container's network namespace — `SandboxKey` (Docker
+    /// creates it before the container starts), else `/proc/PID/ns/net` of a running container.
+    /// Nil when the container is gone or has neither. The id is percent-encoded into the path.
+    public func networkNamespace(ofContainer id: String) async throws(DockerClientError) -> String? {
+        let inspect: WireContainerInspect
+        do {
+            inspect = try await get("/containers/\(Self.percentEncode(id))/json", as: WireContainerInspect.self)
+        } catch .api(_, 404, _) {
+            return nil
+        }
+        if let key = inspect.networkSettings?.sandboxKey, key.hasPrefix("/"), !key.contains("/../") { return key }
+        if let pid = inspect.state?.pid, pid > 0 { return "/proc/\(pid)/ns/net" }
+        return nil
+    }
+
     /// Networks and live containers as an `Inventory` (see `DockerInventory.make` for gateways).
     public func inventory() async throws(DockerClientError) -> Inventory {
         // Containers first: a network created in between then appears (empty) rather than a

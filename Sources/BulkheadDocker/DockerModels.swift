@@ -75,12 +75,15 @@ public struct DockerContainer: Sendable, Hashable {
         public var ipv6: IPAddress?
         /// The gateways Docker handed this endpoint (the bridge's addresses on `bridge` networks).
         public var gateways: [IPAddress]
+        /// The container interface's MAC (lower case), when Docker reports one.
+        public var mac: String?
 
-        public init(networkID: String? = nil, ipv4: IPAddress? = nil, ipv6: IPAddress? = nil, gateways: [IPAddress] = []) {
+        public init(networkID: String? = nil, ipv4: IPAddress? = nil, ipv6: IPAddress? = nil, gateways: [IPAddress] = [], mac: String? = nil) {
             self.networkID = networkID
             self.ipv4 = ipv4
             self.ipv6 = ipv6
             self.gateways = gateways
+            self.mac = mac
         }
     }
 
@@ -140,7 +143,8 @@ public enum DockerInventory {
             for (name, endpoint) in container.networks where endpoint.ipv4 == nil && endpoint.ipv6 == nil {
                 if let known = endpoints[name]?[container.id] {
                     container.networks[name] = DockerContainer.Endpoint(
-                        networkID: endpoint.networkID ?? known.networkID, ipv4: known.ipv4, ipv6: known.ipv6, gateways: endpoint.gateways)
+                        networkID: endpoint.networkID ?? known.networkID, ipv4: known.ipv4, ipv6: known.ipv6, gateways: endpoint.gateways,
+                        mac: endpoint.mac ?? known.mac)
                 }
             }
             return container
@@ -164,12 +168,13 @@ public enum DockerInventory {
                     }
                 }
             }
-            return Network(name: network.name, subnets: network.subnets, gateways: Array(Set(gateways)).sorted())
+            return Network(name: network.name, subnets: network.subnets, gateways: Array(Set(gateways)).sorted(),
+                           bridge: network.driver == "bridge" ? network.bridgeInterface : nil)
         }
         let inventoryContainers = containers.map { container in
             Container(
                 name: container.name, id: container.id, labels: container.labels,
-                networks: container.networks.mapValues { Attachment(ipv4: $0.ipv4, ipv6: $0.ipv6) }
+                networks: container.networks.mapValues { Attachment(ipv4: $0.ipv4, ipv6: $0.ipv6, mac: $0.mac) }
             )
         }
         return Inventory(

@@ -73,9 +73,10 @@ struct WireContainer: Decodable {
         var globalIPv6Address: String?
         var gateway: String?
         var ipv6Gateway: String?
+        var macAddress: String?
         enum CodingKeys: String, CodingKey {
             case networkID = "NetworkID", ipAddress = "IPAddress", globalIPv6Address = "GlobalIPv6Address"
-            case gateway = "Gateway", ipv6Gateway = "IPv6Gateway"
+            case gateway = "Gateway", ipv6Gateway = "IPv6Gateway", macAddress = "MacAddress"
         }
     }
 
@@ -97,11 +98,30 @@ struct WireContainer: Decodable {
                 networkID: e.networkID.flatMap { $0.isEmpty ? nil : $0 },
                 ipv4: e.ipAddress.flatMap(WireNetwork.address),
                 ipv6: e.globalIPv6Address.flatMap(WireNetwork.address),
-                gateways: [e.gateway, e.ipv6Gateway].compactMap { $0.flatMap(WireNetwork.address) }.sorted()
+                gateways: [e.gateway, e.ipv6Gateway].compactMap { $0.flatMap(WireNetwork.address) }.sorted(),
+                mac: e.macAddress.flatMap { Attachment.isValidMAC($0) ? $0.lowercased() : nil }
             )
         }
         return DockerContainer(id: id, name: name, state: state ?? "", labels: labels ?? [:], networks: networks)
     }
+}
+
+/// `GET /containers/{id}/json`, the part that locates the container's network namespace.
+struct WireContainerInspect: Decodable {
+    var state: State?
+    var networkSettings: Settings?
+
+    struct State: Decodable {
+        var pid: Int?
+        enum CodingKeys: String, CodingKey { case pid = "Pid" }
+    }
+
+    struct Settings: Decodable {
+        var sandboxKey: String?
+        enum CodingKeys: String, CodingKey { case sandboxKey = "SandboxKey" }
+    }
+
+    enum CodingKeys: String, CodingKey { case state = "State", networkSettings = "NetworkSettings" }
 }
 
 /// `GET /networks/{id}`: the list form leaves `Containers` empty; the inspect fills it.
@@ -112,12 +132,14 @@ struct WireNetworkInspect: Decodable {
     struct Endpoint: Decodable {
         var ipv4Address: String?
         var ipv6Address: String?
-        enum CodingKeys: String, CodingKey { case ipv4Address = "IPv4Address", ipv6Address = "IPv6Address" }
+        var macAddress: String?
+        enum CodingKeys: String, CodingKey { case ipv4Address = "IPv4Address", ipv6Address = "IPv6Address", macAddress = "MacAddress" }
 
         func endpoint(networkID: String) -> DockerContainer.Endpoint {
             DockerContainer.Endpoint(networkID: networkID,
                                      ipv4: ipv4Address.flatMap(WireNetwork.address),
-                                     ipv6: ipv6Address.flatMap(WireNetwork.address))
+                                     ipv6: ipv6Address.flatMap(WireNetwork.address),
+                                     mac: macAddress.flatMap { Attachment.isValidMAC($0) ? $0.lowercased() : nil })
         }
     }
 

@@ -26,6 +26,10 @@ public struct Network: Sendable, Hashable, Codable {
     public var gateways: [IPAddress]
     /// The Linux bridge carrying the network on the host (`br-1a2b…`, `docker0`), when known.
     public var bridge: String?
+    /// Ports of `bridge` that belong to no container the source could bind (its namespace was
+    /// gone or unreadable): on a governed network every frame from them is dropped (fail closed).
+    /// Filled by the Docker source at run time; not part of the snapshot format.
+    public var unboundPorts: [String]?
     /// Where the network is defined in a snapshot file, for diagnostics.
     public var source: FilePosition?
 

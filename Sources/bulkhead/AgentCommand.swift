@@ -66,7 +66,7 @@ struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.failure)
         }
         logger.info("table ownership: \(backend.ownership)")
-        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client), logger: logger)
+        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client, portFinder: NetlinkPortFinder(namespace: netns), logger: logger), logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],
             gracefulShutdownSignals: [.sigterm, .sigint],

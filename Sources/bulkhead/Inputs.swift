@@ -1,4 +1,5 @@
 import ArgumentParser
+import BulkheadAgent
 import BulkheadDocker
 import BulkheadInventory
 import Dispatch
@@ -76,10 +77,11 @@ enum Inputs {
             printError("--docker: \(error)")
             throw Reported(status: ExitStatus.usage)
         }
-        let result = blocking { () async throws -> Inventory in try await client.inventory() }
+        // Root can read containers' namespaces: find their bridge ports (port binding) as the agent does.
+        let source = HostAwareSource(client, portFinder: geteuid() == 0 ? NetlinkPortFinder() : nil)
+        let result = blocking { () async throws -> Inventory in try await source.inventory() }
         switch result {
-        case .success(var inventory):
-            inventory.hostAddresses = LocalAddresses.read()
+        case .success(let inventory):
             return inventory
         case .failure(let error):
             printError("cannot read container metadata from Docker: \(error); pass --inventory FILE to work from a snapshot. Nothing was changed")

@@ -62,7 +62,12 @@ struct LifecycleTests {
                                   networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.50"), ipv6: IPAddress("fd00:20::50"))])
             try lab.addContainer(extra)
             #expect(lab.containers.contains("shop-extra-1"))
-            #expect(lab.inventory.containers.contains(extra))
+            // The lab reports it as Docker would: with the MAC and host-side port of its veth.
+            let reported = try #require(lab.inventory.containers.first { $0.name == "shop-extra-1" })
+            #expect(reported.addresses == extra.addresses && reported.labels == extra.labels)
+            let node = try #require(lab.layout.node("shop-extra-1"))
+            #expect(reported.networks["shop_default"]?.port == node.links.first?.hostInterface)
+            #expect(reported.networks["shop_default"]?.mac == "02:42:ac:14:00:32")
             let probes = [IPAddress("172.20.0.50")!, IPAddress("fd00:20::50")!].flatMap { to in
                 [Probe(from: .container("shop-frontend-1"), to: to, traffic: .tcp(9000)),
                  Probe(from: .world, to: to, traffic: .udp(9000)),

@@ -1,0 +1,10 @@
+/// Finds the bridge ports (host-side veths) of containers: the side effect behind port binding.
+///
+/// The real one reads rtnetlink (`NetlinkPortFinder` in BulkheadNetfilter); tests may fake it.
+public protocol PortFinder: Sendable {
+    /// Every bridge of the host namespace with its ports: bridge name → port names, sorted.
+    func bridgePorts() throws -> [String: [String]]
+    /// A container's interfaces by MAC (lower case) → the host-side peer's name, read from the
+    /// container's network namespace (a path such as Docker's `SandboxKey` or `/proc/PID/ns/net`).
+    func hostPorts(containerNamespace: String) throws -> [String: String]
+}
