@@ -90,13 +90,23 @@ final class KernelTable: Sendable {
     /// which is the only one the kernel lets change an owned table. Never throws: runs in `defer`.
     func remove() {
         let backend = current.withLock { $0 } ?? (try? NetlinkNetfilter())
-        guard let backend, let live = try? backend.dump(table: Planner.tableID) else { return }
-        var tx = Transaction(table: Planner.tableID, current: live)
+        guard let backend else { return }
+        // Both tables: `inet bulkhead` and the port binding's `bridge bulkhead`.
+        var txs: [Transaction] = []
+        for id in [Planner.tableID, Planner.bridgeTableID] {
+            guard let live = try? backend.dump(table: id) else { continue }
+            var tx = Transaction(table: id, current: live)
+            do {
+                try tx.delete(.table(live.header))
+                txs.append(tx)
+            } catch {
+                print("[e2e] cannot plan the removal of table \(id): \(error)")
+            }
+        }
         do {
-            try tx.delete(.table(live.header))
-            try backend.apply(tx, expectedGeneration: nil)
+            if !txs.isEmpty { try backend.apply(txs, expectedGeneration: nil) }
         } catch {
-            print("[e2e] could not remove table inet bulkhead: \(error) — run `bulkhead uninstall`")
+            print("[e2e] could not remove our tables: \(error) — run `bulkhead uninstall`")
         }
         current.withLock { $0 = nil }
     }
@@ -133,7 +143,7 @@ final class RunningAgent: Sendable {
         logger.logLevel = ProcessInfo.processInfo.environment["BULKHEAD_E2E_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
         self.backend = backend
         let recorded = self.recorded
-        agent = Agent(configuration: config, backend: backend, source: HostAwareSource(DockerClient()), logger: logger,
+        agent = Agent(configuration: config, backend: backend, source: HostAwareSource(DockerClient(), portFinder: NetlinkPortFinder(), logger: logger), logger: logger,
                       onListening: { p in recorded.port.withLock { $0 = p } },
                       onReconciled: { r in recorded.reports.withLock { $0.append(r) } })
     }

@@ -12,7 +12,7 @@ the canary marker in its padding). The sender is pinned to one CPU, so every fra
 same per-CPU queues in order: once the canary is seen, every attack frame sent before it has
 either arrived or been dropped. A hang guard (--timeout) ends the wait if the canary never comes.
 
-Input: one JSON object on stdin:
+Input: one JSON object on stdin (namespaces by name under /var/run/netns, or by path):
   {"sniff_ns": "NAME", "sniff_if": "eth0", "send_ns": "NAME", "send_if": "eth0",
    "attacker": {"mac", "ipv4", "ipv6"}, "victim": {...}, "impersonated": {...},
    "attacks": ["spoof-tcp4", ...], "timeout": 10}
@@ -38,7 +38,8 @@ libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def enter(ns):
-    fd = os.open("/var/run/netns/" + ns, os.O_RDONLY)
+    """Enters a namespace by name (/var/run/netns) or path (a container's SandboxKey, /proc/PID/ns/net)."""
+    fd = os.open(ns if ns.startswith("/") else "/var/run/netns/" + ns, os.O_RDONLY)
     try:
         if libc.setns(fd, CLONE_NEWNET) != 0:
             e = ctypes.get_errno()
@@ -49,6 +50,9 @@ def enter(ns):
 
 def marker(name):
     return ("BULKHEAD-ATTACK-%s-%d" % (name, os.getpid())).encode()
+
+
+spec_port = 5432
 
 
 def frame(name, a, v, imp):
@@ -66,9 +70,9 @@ def frame(name, a, v, imp):
 
     def l4():
         if proto == "tcp":
-            return TCP(sport=40000, dport=5432, flags="S", seq=1) / Raw(m)
+            return TCP(sport=40000, dport=int(spec_port), flags="S", seq=1) / Raw(m)
         if proto == "udp":
-            return UDP(sport=40000, dport=5432) / Raw(m)
+            return UDP(sport=40000, dport=int(spec_port)) / Raw(m)
         if proto == "icmp":
             return (ICMPv6EchoRequest(id=7, seq=1) if six else ICMP(type=8, id=7, seq=1)) / Raw(m)
         raise SystemExit("unknown protocol in " + name)
@@ -78,6 +82,8 @@ def frame(name, a, v, imp):
     if name == "na-poison":   # unsolicited override NA: <impersonated IPv6> is at <attacker MAC>
         return (eth / IPv6(src=a["linklocal"], dst=v["ipv6"], hlim=255)
                 / ICMPv6ND_NA(tgt=imp["ipv6"], R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=a["mac"]))
+    if kind == "ll":         # own link-local address to the victim's link-local address
+        return eth / IPv6(src=a["linklocal"], dst=v["linklocal"]) / l4()
     if kind == "spoof":      # another container's source address, own MAC
         return eth / l3(imp["ipv4"], imp["ipv6"]) / l4()
     if kind == "spoofmac":   # another container's source address and MAC
@@ -95,7 +101,9 @@ def frame(name, a, v, imp):
 
 
 def main():
+    global spec_port
     spec = json.load(sys.stdin)
+    spec_port = int(spec.get("port", 5432))
     a, v, imp = spec["attacker"], spec["victim"], spec["impersonated"]
     attacks = spec["attacks"]
     deadline = time.monotonic() + float(spec.get("timeout", 10))
