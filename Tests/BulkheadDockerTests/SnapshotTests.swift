@@ -187,3 +187,52 @@ struct DockerInventoryTests {
         #expect(listed[1].networks["bhexplore"] == .init())
     }
 }
+
+/// Port binding fields: a network's bridge and an attachment's MAC and host-side port are read,
+/// rendered and read back; malformed ones are errors that say what is wrong and where.
+struct PortBindingFieldTests {
+    static let inventory = """
+    networks:
+      - name: shop_default
+        subnets: [172.20.0.0/16]
+        bridge: br-1a2b3c4d5e6f
+    containers:
+      - name: shop-api-1
+        networks:
+          shop_default: {ipv4: 172.20.0.3, mac: "02:42:AC:14:00:03", port: veth1a2b3c4}
+    """
+
+    @Test func fieldsLoadRenderAndLoadAgain() throws {
+        let (loaded, diagnostics) = InventoryLoader.load(Array(Self.inventory.utf8), file: "inv.yaml")
+        #expect(diagnostics.isEmpty, "\(diagnostics.map(\.formatted))")
+        let inventory = try #require(loaded)
+        #expect(inventory.networks.first?.bridge == "br-1a2b3c4d5e6f")
+        let a = try #require(inventory.containers.first?.networks["shop_default"])
+        #expect(a.mac == "02:42:ac:14:00:03", "MACs are kept lower case")
+        #expect(a.port == "veth1a2b3c4")
+        let text = InventorySnapshot.render(inventory)
+        #expect(text.contains(#"mac: "02:42:ac:14:00:03", port: veth1a2b3c4"#), "\(text)")
+        let (again, _) = InventoryLoader.load(Array(text.utf8), file: "again.yaml")
+        #expect(again.map(SnapshotTests.withoutSources) == SnapshotTests.withoutSources(inventory))
+    }
+
+    @Test(arguments: [
+        ("mac: 02:42:ac:14:00", "'02:42:ac:14:00' is not a MAC address such as 02:42:ac:14:00:02"),
+        ("mac: zz:42:ac:14:00:03", "'zz:42:ac:14:00:03' is not a MAC address such as 02:42:ac:14:00:02"),
+        ("port: veth-name-far-too-long", "'veth-name-far-too-long' is not an interface name (1-15 bytes, no spaces, '/' or ':')"),
+        ("port: a/b", "'a/b' is not an interface name (1-15 bytes, no spaces, '/' or ':')"),
+    ])
+    func malformedFieldsAreErrors(field: String, message: String) throws {
+        let text = """
+        networks: [{name: n, subnets: [172.20.0.0/16]}]
+        containers:
+          - name: c
+            networks:
+              n: {ipv4: 172.20.0.3, \(field)}
+        """
+        let (loaded, diagnostics) = InventoryLoader.load(Array(text.utf8), file: "inv.yaml")
+        #expect(loaded == nil)
+        #expect(diagnostics.map(\.message) == [message])
+        #expect(diagnostics.first?.mark.line == 5)
+    }
+}
