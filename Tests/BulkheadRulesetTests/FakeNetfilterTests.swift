@@ -29,6 +29,31 @@ func content(_ t: Table?) -> Table? {
         #expect(NFTText.table(dumped) == NFTText.table(architectureTable()))
     }
 
+    /// Several tables in one apply (inet + bridge): all or nothing, one generation, indices run on.
+    @Test func twoTablesCommitTogetherOrNotAtAll() throws {
+        let fake = FakeNetfilter()
+        let bridge = TableID(family: .bridge, name: "bulkhead")
+        let inet = try Diff.between(desired: architectureTable(), live: nil)
+        var ok = Transaction(table: bridge, current: nil)
+        try ok.add(.table(Table(family: .bridge, name: "bulkhead")))
+        try ok.add(.set(NFTSet(name: "ports", key: KeyType(.ifname), elements: [SetElement(.ifname("veth0"))])))
+        // The model thinks `ghost` exists; the backend does not: the second transaction fails.
+        var failing = Transaction(table: bridge, current: Table(family: .bridge, name: "bulkhead", sets: [NFTSet(name: "ghost", key: KeyType(.ifname))]))
+        try failing.delete(.set(NFTSet(name: "ghost", key: KeyType(.ifname))))
+        let g0 = try fake.generation()
+        #expect {
+            try fake.apply([inet, failing], expectedGeneration: g0)
+        } throws: { error in
+            guard case RulesetError.operationFailed(let index, _, _) = error else { return false }
+            return index == inet.operations.count
+        }
+        #expect(try fake.dump(table: id) == nil)
+        #expect(try fake.generation() == g0)
+        #expect(try fake.apply([inet, ok], expectedGeneration: g0) == g0 + 1)
+        #expect(try fake.dump(table: id) != nil)
+        #expect(try fake.dump(table: bridge)?.set(named: "ports")?.elements == [SetElement(.ifname("veth0"))])
+    }
+
     @Test func staleGenerationIsRejectedAndNothingChanges() throws {
         let fake = FakeNetfilter(tables: [architectureTable()])
         let g = try fake.generation()
