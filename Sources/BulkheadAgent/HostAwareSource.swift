@@ -70,9 +70,11 @@ public struct HostAwareSource: ContainerSource {
             for (network, attachment) in c.networks {
                 guard let bridge = bridged[network], let mac = attachment.mac, let port = ports?[mac] else { continue }
                 // Only a port that really is on this network's bridge: a namespace can claim anything.
+                // A starting container's veth joins the bridge a moment after it exists: the next
+                // reconcile (Docker's `start` event) binds it.
                 guard bridgePorts[bridge]?.contains(port) == true else {
-                    logger.warning("the container's veth peer is not a port of its network's bridge; left unbound",
-                                   metadata: ["container": "\(c.name)", "network": "\(network)", "port": "\(port)", "bridge": "\(bridge)"])
+                    logger.debug("the container's veth peer is not (yet) a port of its network's bridge; left unbound",
+                                 metadata: ["container": "\(c.name)", "network": "\(network)", "port": "\(port)", "bridge": "\(bridge)"])
                     continue
                 }
                 inventory.containers[i].networks[network]?.port = port
