@@ -59,8 +59,8 @@ public struct HostAwareSource: ContainerSource {
                         if !found.isEmpty { cache.set(found, for: id) }
                         ports = found
                     } else {
-                        logger.warning("container has no network namespace yet; its bridge port stays unbound and its frames are dropped",
-                                       metadata: ["container": "\(c.name)"])
+                        // Created, not started: no veth exists yet.
+                        logger.debug("container has no network namespace yet", metadata: ["container": "\(c.name)"])
                     }
                 } catch {
                     logger.warning("cannot read the container's network namespace; its bridge port stays unbound and its frames are dropped",
@@ -68,16 +68,22 @@ public struct HostAwareSource: ContainerSource {
                 }
             }
             for (network, attachment) in c.networks {
-                guard let bridge = bridged[network], let mac = attachment.mac, let port = ports?[mac] else { continue }
-                // Only a port that really is on this network's bridge: a namespace can claim anything.
-                // A starting container's veth joins the bridge a moment after it exists: the next
-                // reconcile (Docker's `start` event) binds it.
-                guard bridgePorts[bridge]?.contains(port) == true else {
-                    logger.debug("the container's veth peer is not (yet) a port of its network's bridge; left unbound",
-                                 metadata: ["container": "\(c.name)", "network": "\(network)", "port": "\(port)", "bridge": "\(bridge)"])
+                guard let bridge = bridged[network], let ports else { continue }
+                // The port is the peer of the container interface whose peer is on this network's
+                // bridge (Docker's MAC, when it has reported one, must agree). The MAC is the
+                // kernel's: Docker's list may not show it yet while the container starts.
+                let onBridge = ports.filter { bridgePorts[bridge]?.contains($0.value) == true }
+                let match = attachment.mac.flatMap { mac in onBridge[mac].map { (mac, $0) } }
+                    ?? (onBridge.count == 1 && attachment.mac == nil ? onBridge.first.map { ($0.key, $0.value) } : nil)
+                guard let (mac, port) = match else {
+                    // A starting container's veth joins the bridge a moment after it exists: the
+                    // next reconcile (Docker's `start` event) binds it.
+                    logger.debug("no veth of the container is (yet) a port of its network's bridge; left unbound",
+                                 metadata: ["container": "\(c.name)", "network": "\(network)", "bridge": "\(bridge)"])
                     continue
                 }
                 inventory.containers[i].networks[network]?.port = port
+                inventory.containers[i].networks[network]?.mac = mac
                 attributed.insert(port)
             }
         }
