@@ -438,6 +438,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_policy_errors", type: "gauge", "Errors in the policy files on disk (the last good policies stay enforced).")
         metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid).")
         metrics.describe("bulkhead_flow_packets_total", type: "counter", "Packets of new connections allowed, per flow (file:line), from the kernel's counters.")
+        metrics.describe("bulkhead_port_binding_dropped_packets_total", type: "counter", "Frames dropped at a container's bridge port, per reason (spoofed source, tagged frame, link-local), from the kernel's counters.")
         metrics.describe("bulkhead_denied_packets_total", type: "counter", "Packets denied (or audited), per identity, from the kernel's counters.")
         metrics.describe("bulkhead_identity_failures", type: "gauge", "Identities that cannot be programmed; their containers are quarantined (all denied).")
         metrics.describe("bulkhead_rejected_addresses", type: "gauge", "Container addresses not enrolled: outside their network's subnets, the host's, or claimed twice.")
@@ -471,6 +472,17 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
         metrics.replaceAll("bulkhead_flow_packets_total", allowed.map { (["flow": $0.key], $0.value) })
         metrics.replaceAll("bulkhead_denied_packets_total", denied.map { (["identity": $0.key], $0.value) })
+        // Port binding (`bridge bulkhead`): frames dropped per reason (spoofed source, tagged, link-local…).
+        if let bridge = try? backend.dump(table: Planner.bridgeTableID) {
+            var dropped: [String: Double] = [:]
+            for rule in bridge.rules {
+                guard let comment = rule.comment, comment.hasPrefix("port binding: ") else { continue }
+                for case .counter(let packets, _) in rule.statements {
+                    dropped[String(comment.dropFirst("port binding: ".count)), default: 0] += Double(packets)
+                }
+            }
+            metrics.replaceAll("bulkhead_port_binding_dropped_packets_total", dropped.map { (["reason": $0.key], $0.value) })
+        }
     }
 }
 

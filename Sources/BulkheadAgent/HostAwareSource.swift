@@ -43,53 +43,53 @@ public struct HostAwareSource: ContainerSource {
     func bindPorts(_ inventory: inout Inventory, _ finder: any PortFinder) async throws {
         let bridged = Dictionary(inventory.networks.compactMap { n in n.bridge.map { (n.name, $0) } }, uniquingKeysWith: { a, _ in a })
         guard !bridged.isEmpty else { return }
-        let bridgePorts = try await Self.onOwnThread { try finder.bridgePorts() }
+        // One host link dump, and every container namespace of the runtime not read before: no
+        // Docker API call, so a reconcile stays as fast as it was.
+        let (bridgePorts, sandboxes) = try await Self.onOwnThread { (try finder.bridgePorts(), try finder.sandboxPorts()) }
         var attributed = Set<String>()
         let live = Set(inventory.containers.compactMap(\.id))
         cache.forget(except: live)
         for i in inventory.containers.indices {
             let c = inventory.containers[i]
-            guard let id = c.id, c.networks.keys.contains(where: { bridged[$0] != nil }) else { continue }
-            var ports = cache.ports(of: id)
-            if ports == nil {
-                do {
-                    if let ns = try await base.networkNamespace(ofContainer: id) {
-                        let found = try await Self.onOwnThread { try finder.hostPorts(containerNamespace: ns) }
-                        // Nothing found yet (a container between create and start): ask again next time.
-                        if !found.isEmpty { cache.set(found, for: id) }
-                        ports = found
-                    } else {
-                        // Created, not started: no veth exists yet.
-                        logger.debug("container has no network namespace yet", metadata: ["container": "\(c.name)"])
+            guard c.networks.keys.contains(where: { bridged[$0] != nil }) else { continue }
+            var ports = sandboxes
+            if ports == nil, let id = c.id {
+                // No namespace directory (another runtime layout): ask Docker where the
+                // container's namespace is, once per container.
+                ports = cache.ports(of: id)
+                if ports == nil {
+                    do {
+                        if let ns = try await base.networkNamespace(ofContainer: id) {
+                            let found = try await Self.onOwnThread { try finder.hostPorts(containerNamespace: ns) }
+                            if !found.isEmpty { cache.set(found, for: id) }
+                            ports = found
+                        }
+                    } catch {
+                        logger.warning("cannot read the container's network namespace; its bridge port stays unbound and its frames are dropped",
+                                       metadata: ["container": "\(c.name)", "error": "\(error)"])
                     }
-                } catch {
-                    logger.warning("cannot read the container's network namespace; its bridge port stays unbound and its frames are dropped",
-                                   metadata: ["container": "\(c.name)", "error": "\(error)"])
                 }
             }
             for (network, attachment) in c.networks {
-                guard let bridge = bridged[network], let ports else { continue }
-                // The port is the peer of the container interface whose peer is on this network's
-                // bridge (Docker's MAC, when it has reported one, must agree). The MAC is the
-                // kernel's: Docker's list may not show it yet while the container starts.
-                let onBridge = ports.filter { bridgePorts[bridge]?.contains($0.value) == true }
-                let match = attachment.mac.flatMap { mac in onBridge[mac].map { (mac, $0) } }
-                    ?? (onBridge.count == 1 && attachment.mac == nil ? onBridge.first.map { ($0.key, $0.value) } : nil)
-                guard let (mac, port) = match else {
+                guard let bridge = bridged[network], let mac = attachment.mac else { continue }
+                // Only a port that really is on this network's bridge.
+                guard let port = ports?[mac], bridgePorts[bridge]?.contains(port) == true else {
                     // A starting container's veth joins the bridge a moment after it exists: the
                     // next reconcile (Docker's `start` event) binds it.
-                    logger.debug("no veth of the container is (yet) a port of its network's bridge; left unbound",
-                                 metadata: ["container": "\(c.name)", "network": "\(network)", "bridge": "\(bridge)"])
+                    logger.debug("no port of the network's bridge has the container's MAC behind it (yet); left unbound",
+                                 metadata: ["container": "\(c.name)", "network": "\(network)", "bridge": "\(bridge)", "mac": "\(mac)"])
                     continue
                 }
                 inventory.containers[i].networks[network]?.port = port
-                inventory.containers[i].networks[network]?.mac = mac
                 attributed.insert(port)
             }
         }
         for i in inventory.networks.indices {
             guard let bridge = inventory.networks[i].bridge else { continue }
             let unbound = (bridgePorts[bridge] ?? []).filter { !attributed.contains($0) }
+            if !unbound.isEmpty {
+                logger.debug("ports of a bridge that no container could be tied to: closed", metadata: ["bridge": "\(bridge)", "ports": "\(unbound)"])
+            }
             inventory.networks[i].unboundPorts = unbound.isEmpty ? nil : unbound
         }
     }

@@ -7,4 +7,8 @@ public protocol PortFinder: Sendable {
     /// A container's interfaces by MAC (lower case) → the host-side peer's name, read from the
     /// container's network namespace (a path such as Docker's `SandboxKey` or `/proc/PID/ns/net`).
     func hostPorts(containerNamespace: String) throws -> [String: String]
+    /// Every container interface found in the runtime's namespace directory (Docker's
+    /// `/var/run/docker/netns`), by MAC → host-side port; nil when there is no such directory.
+    /// A MAC seen in two namespaces is left out (a container that changed its MAC to another's).
+    func sandboxPorts() throws -> [String: String]?
 }

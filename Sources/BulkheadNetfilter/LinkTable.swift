@@ -51,7 +51,9 @@ public enum LinkTable {
         let byIndex = Dictionary(hostLinks.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
         var out: [String: String] = [:]
         for link in try dump(namespace: containerNamespace) {
-            guard let mac = link.mac, let peer = link.peerIndex, peer != link.index, let host = byIndex[peer] else { continue }
+            // Both ends must name each other (ifindexes are per namespace).
+            guard let mac = link.mac, let peer = link.peerIndex, peer != link.index, let host = byIndex[peer],
+                  host.peerIndex == link.index else { continue }
             out[mac] = host.name
         }
         return out
@@ -146,11 +148,23 @@ public enum LinkTable {
 /// `PortFinder` over rtnetlink: bridges and their ports from a link dump of the current
 /// namespace, a container's veth peers from a dump of its namespace (entered on the calling thread
 /// only while the socket is opened).
-public struct NetlinkPortFinder: PortFinder {
+///
+/// `sandboxPorts()` reads every namespace file in `sandboxDirectory` once (a file is one
+/// container's lifetime: cached by name and inode), so a reconcile costs one host link dump plus
+/// one dump per container started since, and no Docker API call.
+public final class NetlinkPortFinder: PortFinder, @unchecked Sendable {
     /// The namespace holding the bridges (nil: the caller's), as the agent's `--netns`.
-    public var namespace: String?
+    public let namespace: String?
+    /// Where the runtime keeps its containers' network namespaces.
+    public let sandboxDirectory: String
+    private let lock = NSLock()
+    /// Namespace file (name, inode) → its interfaces' MAC → host-side port name (and ifindex).
+    private var scanned: [String: (inode: UInt64, ports: [String: (index: Int32, name: String)])] = [:]
 
-    public init(namespace: String? = nil) { self.namespace = namespace }
+    public init(namespace: String? = nil, sandboxDirectory: String = "/var/run/docker/netns") {
+        self.namespace = namespace
+        self.sandboxDirectory = sandboxDirectory
+    }
 
     public func bridgePorts() throws -> [String: [String]] {
         let links = try LinkTable.dump(namespace: namespace)
@@ -165,5 +179,47 @@ public struct NetlinkPortFinder: PortFinder {
 
     public func hostPorts(containerNamespace: String) throws -> [String: String] {
         try LinkTable.hostPorts(containerNamespace: containerNamespace, hostLinks: try LinkTable.dump(namespace: namespace))
+    }
+
+    public func sandboxPorts() throws -> [String: String]? {
+        guard let files = try? FileManager.default.contentsOfDirectory(atPath: sandboxDirectory) else { return nil }
+        let hostLinks = Dictionary(try LinkTable.dump(namespace: namespace).map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        let host = hostLinks.mapValues(\.name)
+        return lock.withLock {
+            var seen = Set<String>()
+            var macs: [String: String] = [:], ambiguous = Set<String>()
+            for file in files.sorted() where !file.hasPrefix(".") {
+                let path = sandboxDirectory + "/" + file
+                var st = stat()
+                guard stat(path, &st) == 0 else { continue }
+                seen.insert(file)
+                // A cached file is re-read when any of its ports is gone or renumbered (a network
+                // disconnected and connected again gives the container a new veth).
+                var ports = scanned[file].flatMap { entry in
+                    entry.inode == UInt64(st.st_ino) && entry.ports.values.allSatisfy({ host[$0.index] == $0.name }) ? entry.ports : nil
+                }
+                if ports == nil {
+                    // Unreadable (a namespace being torn down) or not wired yet: try again next time.
+                    guard let links = try? LinkTable.dump(namespace: path) else { continue }
+                    var found: [String: (index: Int32, name: String)] = [:]
+                    for l in links {
+                        // Both ends must name each other: ifindexes are per namespace, so a peer
+                        // index alone could point at an unrelated host interface.
+                        guard let mac = l.mac, let peer = l.peerIndex, peer != l.index, let h = hostLinks[peer],
+                              h.peerIndex == l.index else { continue }
+                        found[mac] = (peer, h.name)
+                    }
+                    if !found.isEmpty { scanned[file] = (UInt64(st.st_ino), found) }
+                    ports = found
+                }
+                for (mac, port) in ports ?? [:] {
+                    if macs[mac] != nil && macs[mac] != port.name { ambiguous.insert(mac) }
+                    macs[mac] = port.name
+                }
+            }
+            scanned = scanned.filter { seen.contains($0.key) }
+            for mac in ambiguous { macs[mac] = nil }
+            return macs
+        }
     }
 }

@@ -113,6 +113,10 @@ struct PortBindingAgainstDocker {
             }
             #expect(count("IPv4 source not the port's") >= 1)
             #expect(count("ethertype other than IPv4, IPv6, ARP (VLAN, QinQ, PPPoE)") >= 2)
+            // The agent reports them per reason.
+            let metrics = try await agent.get("/metrics")
+            #expect(metrics.body.contains("bulkhead_port_binding_dropped_packets_total{reason=\"IPv4 source not the port's\"}"), "\(metrics.body)")
+            #expect(agent.metric("bulkhead_port_binding_dropped_packets_total", ["reason": "IPv4 source not the port's"]) >= 1)
         }
     }
 }

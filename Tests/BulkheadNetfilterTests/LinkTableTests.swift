@@ -18,6 +18,22 @@ import Testing
                 let finder = NetlinkPortFinder(namespace: host)
                 #expect(try finder.bridgePorts() == ["br-test": ["vethhost0"]])
                 #expect(try finder.hostPorts(containerNamespace: "/var/run/netns/" + container) == ["02:42:0a:00:00:07": "vethhost0"])
+                // The runtime's namespace directory, scanned without asking Docker: a directory
+                // holding this container's namespace (a bind mount, as Docker keeps its sandboxes).
+                let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bh-sandboxes-\(getpid())").path
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                defer { _ = try? TestSystem.run(["umount", dir + "/sandbox1"]); try? FileManager.default.removeItem(atPath: dir) }
+                FileManager.default.createFile(atPath: dir + "/sandbox1", contents: nil)
+                try TestSystem.check(["mount", "--bind", "/var/run/netns/" + container, dir + "/sandbox1"])
+                let scanning = NetlinkPortFinder(namespace: host, sandboxDirectory: dir)
+                #expect(try scanning.sandboxPorts() == ["02:42:0a:00:00:07": "vethhost0"])
+                #expect(try scanning.sandboxPorts() == ["02:42:0a:00:00:07": "vethhost0"], "again, from the cache")
+                // The container's veth is replaced (network reconnected): the cache notices.
+                try TestSystem.check(["ip", "-n", host, "link", "del", "vethhost0"])
+                try TestSystem.check(["ip", "-n", host, "link", "add", "vethhost2", "type", "veth", "peer", "name", "eth0",
+                                      "address", "02:42:0a:00:00:07", "netns", container])
+                #expect(try scanning.sandboxPorts() == ["02:42:0a:00:00:07": "vethhost2"])
+                #expect(try NetlinkPortFinder(sandboxDirectory: dir + "/missing").sandboxPorts() == nil)
             }
         }
     }
