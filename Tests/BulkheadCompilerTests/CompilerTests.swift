@@ -134,3 +134,53 @@ func exampleInventory() throws -> Inventory {
     #expect(Set(reading.grants.map(\.key)) == Set(policies.grants.map(\.key)))
     #expect(reading.members[ServiceRef(segment: "shop", name: "api")]?.count == 8)
 }
+
+/// The `bridge bulkhead` table from the inventory's ports and MACs.
+@Suite struct PortBindingCompileTests {
+    func bound() throws -> (PolicySet, Inventory) {
+        var inventory = try exampleInventory()
+        for i in inventory.containers.indices {
+            for n in inventory.containers[i].networks.keys {
+                inventory.containers[i].networks[n]?.mac = String(format: "02:42:00:00:%02x:%02x", i, n.count)
+                inventory.containers[i].networks[n]?.port = "p\(i)\(n.prefix(4))"
+            }
+        }
+        return (try examplePolicies(), inventory)
+    }
+
+    func elements(_ t: Table, _ set: String) -> [[KeyPart]] { t.set(named: set)?.elements.map(\.key) ?? [] }
+
+    @Test func eachPortCarriesItsContainersAddressesMACAndLinkLocal() throws {
+        let (policies, inventory) = try bound()
+        let t = Compiler.compile(policies, inventory).bridgeTable
+        #expect(t.id == TableID(family: .bridge, name: "bulkhead"))
+        let api = try #require(inventory.containers.firstIndex { $0.name == "shop-api-1" })
+        let port = Value.ifname("p\(api)shop")
+        let v4 = elements(t, PortBinding.bindV4).filter { $0.first == .value(port) }.map { $0[1].low }
+        // Its addresses on every network (a reply can leave through the other network's port).
+        #expect(Set(v4) == Set(inventory.containers[api].addresses.filter(\.isIPv4).map(\.nftValue)))
+        let macText = try #require(inventory.containers[api].networks["shop_default"]?.mac)
+        let mac = try #require(EtherAddress(macText))
+        #expect(elements(t, PortBinding.bindEther).contains([.value(port), .value(.etherAddr(mac))]))
+        #expect(elements(t, PortBinding.bindV6).contains([.value(port), .value(.ipv6(PortBinding.linkLocal(mac)))]))
+        #expect(PortBinding.linkLocal(EtherAddress("02:42:ac:14:00:02")!) == IPv6Address("fe80::42:acff:fe14:2")!)
+    }
+
+    @Test func unboundPortsAreClosedAndALyingInventoryStillCompiles() throws {
+        var (policies, inventory) = try bound()
+        inventory.networks[0].unboundPorts = ["vethlost", "bad/name"]
+        // Two containers claim one port: one element, no failure.
+        let second = inventory.containers[1].networks.keys.sorted()[0]
+        let taken = inventory.containers[0].networks.values.first?.port
+        inventory.containers[1].networks[second]?.port = taken
+        let t = Compiler.compile(policies, inventory).bridgeTable
+        let ports = elements(t, PortBinding.ports)
+        #expect(ports.contains([.value(.ifname("vethlost"))]))
+        #expect(!ports.contains([.value(.ifname("bad/name"))]), "an impossible interface name is never programmed")
+        #expect(!elements(t, PortBinding.bindEther).contains { $0.first == .value(.ifname("vethlost")) })
+        #expect(Set(ports).count == ports.count)
+        // Networks the policies do not govern are not bound.
+        policies.segments = []
+        #expect(Compiler.compile(policies, inventory).bridgeTable.set(named: PortBinding.ports)?.elements.isEmpty == true)
+    }
+}
