@@ -87,6 +87,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         self.backend = backend
         self.source = source
         self.logger = logger
+        // The backend's ownership flags decide whether a table someone else created is adopted
+        // or replaced (see `Planner.ownershipFlags`).
+        var planner = planner
+        if planner.ownershipFlags.isEmpty, let managing = backend as? any TableFlagsManaging {
+            planner.ownershipFlags = managing.managedTableFlags
+        }
         self.planner = planner
         self.onListening = onListening
         self.onReconciled = onReconciled
@@ -367,6 +373,22 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             metrics.set("bulkhead_last_success_timestamp_seconds", Date().timeIntervalSince1970)
             metrics.increment("bulkhead_operations_applied_total", by: Double(plan.operationCount))
             metrics.set("bulkhead_managed_containers", Double(managed))
+            for (table, change) in [(Planner.tableID, plan.tableChange), (Planner.bridgeTableID, plan.bridgeTableChange)] {
+                switch change {
+                case .replace(let was, let now)?:
+                    metrics.increment("bulkhead_table_repairs_total", labels: ["kind": "replaced"])
+                    logger.warning("table replaced: it lacked the ownership flags (created by another program or restored with nft -f); deleted and re-created with everything in it in one transaction", metadata: [
+                        "table": "\(table)", "live_flags": "\(Plan.flagNames(was))", "flags": "\(Plan.flagNames(now))",
+                    ])
+                case .flags(let was, let now)?:
+                    metrics.increment("bulkhead_table_repairs_total", labels: ["kind": "flags"])
+                    logger.warning("table flags repaired\(was.contains(.dormant) && !now.contains(.dormant) ? ": the table was dormant and enforced nothing" : "")", metadata: [
+                        "table": "\(table)", "live_flags": "\(Plan.flagNames(was))", "flags": "\(Plan.flagNames(now))",
+                    ])
+                case .create?, nil:
+                    break
+                }
+            }
             if let drift, drift.hasChanges {
                 metrics.increment("bulkhead_drift_repairs_total")
                 logger.warning("drift repaired: our table had been changed behind our back", metadata: [
@@ -387,9 +409,19 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             ])
             return true
         } catch {
-            metrics.increment("bulkhead_reconciles_total", labels: ["result": "error"])
             state.withLock { $0.lastApplied = nil; $0.lastAppliedBridge = nil }  // read the kernel next time
-            logger.error("reconcile failed; the rules in the kernel are unchanged", metadata: ["error": "\(error)", "reasons": "\(reasonText)"])
+            if RulesetError.isStaleGeneration(error) {
+                // Another program committed between our read and our write: the kernel refused the
+                // batch and nothing was written. Not a failure: read again now, without backoff.
+                metrics.increment("bulkhead_reconciles_total", labels: ["result": "stale"])
+                logger.info("the ruleset changed while we reconciled; reading it again", metadata: ["reasons": "\(reasonText)"])
+                triggers.signal(.generation)
+                return true
+            }
+            metrics.increment("bulkhead_reconciles_total", labels: ["result": "error"])
+            logger.error("reconcile failed; the rules in the kernel are unchanged", metadata: [
+                "error": "\(error)", "reasons": "\(reasonText)", "kind": "\(Self.failureKind(error))",
+            ])
             return false
         }
     }
@@ -409,6 +441,17 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                                                                  "network": "\(r.network)", "reason": "\(r.reasonText)"])
             }
         }
+    }
+
+    /// A short name for the kind of a reconcile failure (log field `kind`).
+    static func failureKind(_ error: any Error) -> String {
+        guard let e = error as? RulesetError else { return "other" }
+        if e.isPermissionDenied { return "permission_denied" }
+        if e.isOwnedByAnotherProcess { return "table_owned_by_another_process" }
+        if e.isNotFound { return "not_found" }
+        if e.isAlreadyExists { return "already_exists" }
+        if e.isBackendFailure { return "backend" }
+        return "refused"
     }
 
     /// Re-sends the table header so the backend's ownership flags (owner,persist) make the table
@@ -433,6 +476,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_last_success_timestamp_seconds", type: "gauge", "Unix time of the last successful reconcile.")
         metrics.describe("bulkhead_operations_applied_total", type: "counter", "nftables operations committed.")
         metrics.describe("bulkhead_drift_repairs_total", type: "counter", "Times our table was found changed behind our back and repaired.")
+        metrics.describe("bulkhead_table_repairs_total", type: "counter", "Times the table itself was repaired: replaced (it lacked the ownership flags) or its flags fixed (dormant).")
         metrics.describe("bulkhead_managed_containers", type: "gauge", "Containers that match some service.")
         metrics.describe("bulkhead_docker_up", type: "gauge", "1 while the Docker API answers.")
         metrics.describe("bulkhead_policy_errors", type: "gauge", "Errors in the policy files on disk (the last good policies stay enforced).")

@@ -32,7 +32,25 @@ public struct Plan: Sendable {
         public var containers: [String]
     }
 
+    /// What a plan does to the table itself, beyond its contents.
+    public enum TableChange: Sendable, Hashable {
+        /// The table does not exist yet and is created.
+        case create
+        /// The table lacks the ownership flags the backend puts on it (`owner,persist`; it was
+        /// created by another program or restored with `nft -f`), and the kernel never adds them
+        /// to an existing table (EOPNOTSUPP). It is deleted and created again with everything in
+        /// it, in the same transaction: the kernel swaps the old table for the new one in one
+        /// commit, so no packet sees neither. Rule counters start again from zero.
+        case replace(liveFlags: TableFlags, flags: TableFlags)
+        /// Flags changed in place, e.g. `dormant` cleared (a dormant table enforces nothing).
+        case flags(from: TableFlags, to: TableFlags)
+    }
+
     public var baseline: Baseline
+    /// What happens to the table itself (nil: it stays as it is).
+    public var tableChange: TableChange?
+    /// The same for the `bridge bulkhead` table.
+    public var bridgeTableChange: TableChange? = nil
     public var desired: Table
     public var live: Table?
     /// Operations on `inet bulkhead`.
@@ -59,6 +77,27 @@ public struct Plan: Sendable {
     /// Operations over both tables.
     public var operationCount: Int { transaction.operations.count + bridgeTransaction.operations.count }
 
+    /// `dormant,owner,persist`, or `none`.
+    public static func flagNames(_ flags: TableFlags) -> String {
+        let names = [(TableFlags.dormant, "dormant"), (.owner, "owner"), (.persist, "persist")].filter { flags.contains($0.0) }.map(\.1)
+        return names.isEmpty ? "none" : names.joined(separator: ",")
+    }
+
+    /// One sentence on what happens to the table itself, for `plan` and `apply` (nil: nothing).
+    public var tableChangeSummary: String? {
+        switch tableChange {
+        case .replace(let was, let now)?:
+            return "the table is replaced: it has flags \(Self.flagNames(was)) and lacks \(Self.flagNames(now.subtracting(was))), "
+                + "which the kernel never adds to an existing table (it was created by another program or restored with nft -f); "
+                + "it is deleted and created again with flags \(Self.flagNames(now)) in this one transaction (atomic; rule counters restart)"
+        case .flags(let was, let now)?:
+            let why = was.contains(.dormant) && !now.contains(.dormant) ? " (a dormant table enforces nothing)" : ""
+            return "table flags change from \(Self.flagNames(was)) to \(Self.flagNames(now))\(why)"
+        case .create?, nil:
+            return nil
+        }
+    }
+
     /// Operations counted by verb and kind, e.g. `["add rule": 20, "delete element": 2]`.
     public var operationCounts: [(String, Int)] {
         var counts: [String: Int] = [:]
@@ -83,9 +122,19 @@ public struct Plan: Sendable {
 public struct Planner: Sendable {
     public var options: Compiler.Options
 
-    public init(options: Compiler.Options = Compiler.Options()) {
+    /// Ownership flags the backend keeps on the table (`owner,persist` for the netlink backend on
+    /// kernels that have them; empty: none). `plan(…backend:)` takes them from a backend that
+    /// conforms to `TableFlagsManaging`.
+    public var ownershipFlags: TableFlags
+
+    public init(options: Compiler.Options = Compiler.Options(), ownershipFlags: TableFlags = []) {
         self.options = options
+        self.ownershipFlags = ownershipFlags
     }
+
+    /// Flags the kernel lets a backend neither add to nor remove from an existing table:
+    /// `persist` never changes, and `owner` is added only to an orphaned persistent table.
+    static let ownershipMask: TableFlags = [.owner, .persist]
 
     public static let tableID = TableID(family: .inet, name: Names.table)
     /// The port-binding table, programmed in the same batch as `tableID`.
@@ -94,6 +143,12 @@ public struct Planner: Sendable {
     /// Compares the desired table with what `backend` holds (or with nothing, when `backend` is nil
     /// or cannot be read; `unreadableReason` then says why).
     public func plan(policies: PolicySet, inventory: Inventory, backend: (any NetfilterBackend)?) throws -> Plan {
+        var planner = self
+        if let managing = backend as? any TableFlagsManaging { planner.ownershipFlags = managing.managedTableFlags }
+        return try planner.planReading(policies: policies, inventory: inventory, backend: backend)
+    }
+
+    private func planReading(policies: PolicySet, inventory: Inventory, backend: (any NetfilterBackend)?) throws -> Plan {
         var live: Table?, bridgeLive: Table?
         var baseline: Plan.Baseline
         if let backend {
@@ -113,12 +168,11 @@ public struct Planner: Sendable {
     public func plan(policies: PolicySet, inventory: Inventory, live: Table?, bridgeLive: Table?, baseline: Plan.Baseline) throws -> Plan {
         let compiled = Compiler.compile(policies, inventory, options: options)
         var desired = compiled.table
-        // Keep the flags the kernel reports for an existing table: ownership flags are the
-        // backend's business, and a flag difference alone must not make a plan non-empty.
-        if let live { desired.flags = live.flags }
+        let tableChange = tableFlags(desired: &desired, live: live)
         let transaction = try Diff.between(desired: desired, live: live, table: Self.tableID)
+        // The bridge table gets the same treatment: a dormant one binds no port.
         var bridgeDesired = compiled.bridgeTable
-        if let bridgeLive { bridgeDesired.flags = bridgeLive.flags }
+        let bridgeTableChange = tableFlags(desired: &bridgeDesired, live: bridgeLive)
         let bridgeTransaction = try Diff.between(desired: bridgeDesired, live: bridgeLive, table: Self.bridgeTableID)
 
         let evaluator = Evaluator(policies: policies, inventory: inventory)
@@ -148,13 +202,39 @@ public struct Planner: Sendable {
             let names = Array(Set(added.compactMap { owners[$0] })).sorted()
             membership.append(.init(service: s, added: added, removed: removed, containers: names))
         }
-        var plan = Plan(baseline: baseline, desired: desired, live: live, transaction: transaction,
+        // Rules the backend could not decode (another program's expressions, lengths Bulkhead
+        // never writes) anywhere in the table, besides the identity-chain rules the decompiler
+        // does not recognise: all of them are replaced by the transaction.
+        var foreign = liveReading?.unrecognized ?? []
+        for rule in live?.rules ?? [] where rule.isUndecoded && !foreign.contains(rule) { foreign.append(rule) }
+        for rule in bridgeLive?.rules ?? [] where rule.isUndecoded { foreign.append(rule) }
+        var plan = Plan(baseline: baseline, tableChange: tableChange, desired: desired, live: live, transaction: transaction,
                         bridgeDesired: bridgeDesired, bridgeLive: bridgeLive, bridgeTransaction: bridgeTransaction,
-                        opened: opened, closed: closed, membership: membership,
-                        foreignRules: liveReading?.unrecognized ?? [])
+                        opened: opened, closed: closed, membership: membership, foreignRules: foreign)
+        plan.bridgeTableChange = bridgeTableChange
         plan.failures = compiled.failures
         plan.rejectedAddresses = compiled.rejectedAddresses
         return plan
+    }
+
+    /// Decides the flags of the desired table against the live one. The compiler never asks for
+    /// `dormant` (a dormant table enforces nothing), so a live dormant table is woken up. The
+    /// ownership flags come from the backend: a table that has `persist` is ours to adopt as it
+    /// is; one without it cannot get it and is replaced, when the backend manages ownership.
+    func tableFlags(desired: inout Table, live: Table?) -> Plan.TableChange? {
+        let mask = Self.ownershipMask
+        desired.flags.subtract(mask)
+        guard let live else {
+            desired.flags.formUnion(ownershipFlags)
+            return .create
+        }
+        if ownershipFlags.isEmpty || live.flags.contains(.persist) {
+            desired.flags.formUnion(live.flags.intersection(mask))
+        } else {
+            desired.flags.formUnion(ownershipFlags)
+            return .replace(liveFlags: live.flags, flags: desired.flags)
+        }
+        return desired.flags == live.flags ? nil : .flags(from: live.flags, to: desired.flags)
     }
 
     /// Applies `plan`, refusing (without writing anything) if the ruleset changed since it was read.

@@ -12,7 +12,7 @@ struct Delinearizer {
     let anonymousSets: [String: NFTSet]
 
     /// Prefix of the comment that marks a rule Bulkhead could not read back.
-    static let foreignMarker = "bulkhead: unrecognised rule: "
+    static let foreignMarker = Rule.undecodedCommentPrefix
 
     func rule(chain: String, handle: UInt64?, expressions: [KernelExpression], userdata: [UInt8]) -> Rule {
         let comment = userdata.isEmpty ? nil : Rule.comment(fromUserdata: userdata)
@@ -182,12 +182,17 @@ struct Delinearizer {
                 switch consumer {
                 case .cmp(1, let op, let data) where op == NFT.cmpEq || op == NFT.cmpNeq:
                     let negated = op == NFT.cmpNeq
+                    // The kernel accepts a compare of any length up to the register size after a
+                    // load of any other length (a 2-byte load compared against 8 bytes): such a rule
+                    // is not ours. Only an interface-name wildcard compares fewer bytes than it loads.
+                    let isWildcard = (f == .iifname || f == .oifname) && data.count < 16
+                    guard data.count == Int(loadLength) || isWildcard else { return nil }
                     if f == .ctState {
                         guard negated, let v = ElementEncoding.value(data[...], as: .ctState) else { return nil }
                         out.append(.match(Match(f, negated: true, .value(v))))
-                    } else if f == .iifname || f == .oifname, data.count < 16 {
+                    } else if isWildcard {
                         out.append(.match(Match(f, negated: negated, .value(.ifname(String(decoding: data, as: UTF8.self) + "*")))))
-                    } else if loadLength < UInt32(f.dataType.byteLength) {
+                    } else if data.count < f.dataType.byteLength {
                         // A byte-aligned prefix: only the prefix bytes were loaded.
                         let padded = data + [UInt8](repeating: 0, count: f.dataType.byteLength - data.count)
                         guard let v = ElementEncoding.value(padded[...], as: f.dataType) else { return nil }
@@ -201,21 +206,27 @@ struct Delinearizer {
                         }
                     }
                     i = j + 1
-                case .bitwise(1, 1, _, let mask, let xor) where xor.allSatisfy({ $0 == 0 }):
+                case .bitwise(1, 1, let length, let mask, let xor) where xor.allSatisfy({ $0 == 0 }):
+                    // Every length must agree (load, bitwise, mask, xor, compare): the kernel checks
+                    // each against the register file, not against one another.
                     guard j + 1 < exprs.count, case .cmp(1, let op, let data) = exprs[j + 1],
-                          op == NFT.cmpEq || op == NFT.cmpNeq else { return nil }
+                          op == NFT.cmpEq || op == NFT.cmpNeq,
+                          Int(length) == Int(loadLength), mask.count == Int(loadLength), xor.count == mask.count,
+                          data.count == mask.count else { return nil }
                     if f == .ctState {
                         guard data.allSatisfy({ $0 == 0 }), let v = ElementEncoding.value(mask[...], as: .ctState) else { return nil }
                         // `ct state X`: bits & X != 0. (`& X == 0` is the negated form.)
                         out.append(.match(Match(f, negated: op == NFT.cmpEq, .value(v))))
                     } else {
                         let bits = mask.reduce(0) { $0 + $1.nonzeroBitCount }
-                        guard let v = ElementEncoding.value(data[...], as: f.dataType) else { return nil }
+                        guard bits <= f.dataType.byteLength * 8,
+                              let v = ElementEncoding.value(data[...], as: f.dataType) else { return nil }
                         out.append(.match(Match(f, negated: op == NFT.cmpNeq, .prefix(v, UInt8(bits)))))
                     }
                     i = j + 2
                 case .range(1, let op, let from, let to):
-                    guard let a = ElementEncoding.value(from[...], as: f.dataType),
+                    guard from.count == Int(loadLength), to.count == from.count,
+                          let a = ElementEncoding.value(from[...], as: f.dataType),
                           let b = ElementEncoding.value(to[...], as: f.dataType) else { return nil }
                     out.append(.match(Match(f, negated: op == NFT.rangeNeq, .range(a, b))))
                     i = j + 1

@@ -170,8 +170,10 @@ enum ElementEncoding {
     static func keyPart(low: [UInt8], high: [UInt8], type: DataType) -> KeyPart? {
         guard let lo = value(low[...], as: type), let hi = value(high[...], as: type) else { return nil }
         if type == .ifname, case .ifname(let prefix) = lo {
+            // The name was decoded with replacement characters for invalid UTF-8, so its UTF-8
+            // form can be longer than the 16 bytes it came from: such a name is not a wildcard.
             let p = Array(prefix.utf8)
-            if high == p + [UInt8](repeating: 0xff, count: 16 - p.count) && low == p + [UInt8](repeating: 0, count: 16 - p.count) {
+            if p.count <= 16, high == p + [UInt8](repeating: 0xff, count: 16 - p.count) && low == p + [UInt8](repeating: 0, count: 16 - p.count) {
                 return .value(.ifname(prefix + "*"))
             }
         }

@@ -68,14 +68,14 @@ public enum OwnershipPreference: Sendable {
 /// let gen = try nf.generation()
 /// var tx = Transaction(table: id, current: try nf.dump(table: id))
 /// try tx.add(.table(Table(family: .inet, name: "bulkhead", flags: nf.ownership.tableFlags)))
-/// try nf.apply(tx, expectedGeneration: gen)                   // .staleGeneration if raced
+/// try nf.apply(tx, expectedGeneration: gen)                   // RulesetError.staleGeneration if raced
 /// let live = try nf.dump(table: id)
 /// ```
 ///
 /// One netlink socket per instance, used under a lock. With `ownerPersist` the table belongs to
 /// this socket: keep the instance alive as long as the process should hold the table.
 @available(macOS 15.0, *)
-public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
+public final class NetlinkNetfilter: NetfilterBackend, TableFlagsManaging, @unchecked Sendable {
     // @unchecked: `conn` (a socket and its sequence counter) is only touched under `lock`.
     private let conn: NetlinkConnection
     private let lock = Mutex<Void>(())
@@ -113,13 +113,40 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
 
     // MARK: NetfilterBackend
 
+    /// The flags this backend keeps on the table (`owner,persist`, or none when unowned).
+    public var managedTableFlags: TableFlags { ownership.tableFlags }
+
     public func generation() throws -> UInt32 {
-        try locked { try conn.readGeneration() }
+        try Self.backendErrors { try locked { try conn.readGeneration() } }
+    }
+
+    /// The `NetfilterBackend` methods throw `RulesetError` only, like the fake: netlink errors
+    /// are mapped here, at the boundary (see `RulesetError`'s classification helpers).
+    static func backendErrors<T>(_ body: () throws -> T) throws -> T {
+        do {
+            return try body()
+        } catch let error as NetfilterError {
+            throw rulesetError(error)
+        }
+    }
+
+    /// A netlink error in the backend vocabulary.
+    public static func rulesetError(_ error: NetfilterError) -> RulesetError {
+        switch error {
+        case .permissionDenied(let op): return .permissionDenied(operation: op)
+        case .tableOwnedByAnotherProcess(let table): return .tableOwnedByAnotherProcess(table: table)
+        case .generationChanged(let expected): return .staleGeneration(expected: expected, actual: expected)
+        case .operationFailed(let index, let op, let err, let message):
+            return .operationFailed(index: index, operation: op, error: .kernel(errno: err, message: message ?? errnoText(err)))
+        case .tableNotFound(let family, let name):
+            return .noSuchTable(TableID(family: TableFamily(rawValue: family) ?? .inet, name: name))
+        default: return .backendFailure(error.description)
+        }
     }
 
     @discardableResult
     public func apply(_ transactions: [Transaction], expectedGeneration: UInt32?) throws -> UInt32 {
-        try locked {
+        try Self.backendErrors { try locked {
             let txs = transactions.filter { !$0.isEmpty }
             if txs.isEmpty { return try conn.readGeneration() }
             let encoder = TransactionEncoder(ownershipFlags: ownership.tableFlags, recordMessages: false)
@@ -135,11 +162,11 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
             } catch let error as NetfilterError {
                 throw Self.map(error, batch: batch, conn: conn)
             }
-        }
+        } }
     }
 
     public func dump(table: TableID) throws -> Table? {
-        try locked {
+        try Self.backendErrors { try locked {
             // Several dumps (table, chains, sets, elements, rules) are only consistent if nobody
             // committed in between: compare the generation before and after, and retry.
             var attempt = 0
@@ -159,7 +186,7 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
                     throw NetfilterError.malformedReply("the ruleset kept changing while table \(table) was read (5 attempts)")
                 }
             }
-        }
+        } }
     }
 
     /// Sends an already-encoded batch (benchmarks use it to time send → ack alone).
@@ -188,12 +215,12 @@ public final class NetlinkNetfilter: NetfilterBackend, @unchecked Sendable {
                     + "stop it or make the change through it)"
             }
             if txIndex < 0 {
-                if err == EPERM { return NetfilterError.tableOwnedByAnotherProcess(table: batch.operationDescription(index)) }
+                if err == EPERM { return RulesetError.tableOwnedByAnotherProcess(table: batch.operationDescription(index)) }
                 return RulesetError.kernel(errno: err, message: "\(op): \(text)")
             }
             return RulesetError.operationFailed(index: txIndex, operation: op, error: .kernel(errno: err, message: text))
         default:
-            return error
+            return rulesetError(error)
         }
     }
 
@@ -235,6 +262,8 @@ struct TableDumper {
     let id: TableID
     final class Counter { var count = 0 }
     let torn = Counter()
+    /// Element dumps read again when torn; 1 for a recorded dump, which reads the same every time.
+    var elementReads = 8
     var family: UInt16 { UInt16(id.family.number) }
 
     func dump() throws -> Table? {
@@ -265,6 +294,7 @@ struct TableDumper {
             }, onData: { nlh in
                 let t = try NftnlTable()
                 if nftnl_table_nlmsg_parse(nlh, t.handle) < 0 { throw NetfilterError.malformedReply("NEWTABLE does not parse") }
+                guard let n = nftnl_table_get_str(t.handle, nla(NFTNL_TABLE_NAME)), String(cString: n) == id.name else { return }
                 flags = nftnl_table_get_u32(t.handle, nla(NFTNL_TABLE_FLAGS))
             })
         } catch NetfilterError.systemCall(_, let err, _) where err == ENOENT {
@@ -287,9 +317,11 @@ struct TableDumper {
             guard let t = nftnl_chain_get_str(c.handle, nla(NFTNL_CHAIN_TABLE)), String(cString: t) == id.name,
                   let n = nftnl_chain_get_str(c.handle, nla(NFTNL_CHAIN_NAME)) else { return }
             var chain = Chain(name: String(cString: n))
+            // A hook or chain type Bulkhead does not know reads as a regular chain: it then differs
+            // from any base chain we want under that name, and the diff re-creates it.
             if nftnl_chain_is_set(c.handle, nla(NFTNL_CHAIN_HOOKNUM)),
-               let hook = Hook.allCases.first(where: { $0.number == nftnl_chain_get_u32(c.handle, nla(NFTNL_CHAIN_HOOKNUM)) }) {
-                let type = nftnl_chain_get_str(c.handle, nla(NFTNL_CHAIN_TYPE)).flatMap { ChainType(rawValue: String(cString: $0)) } ?? .filter
+               let hook = Hook.allCases.first(where: { $0.number == nftnl_chain_get_u32(c.handle, nla(NFTNL_CHAIN_HOOKNUM)) }),
+               let type = nftnl_chain_get_str(c.handle, nla(NFTNL_CHAIN_TYPE)).flatMap({ ChainType(rawValue: String(cString: $0)) }) {
                 let policy: Policy = nftnl_chain_get_u32(c.handle, nla(NFTNL_CHAIN_POLICY)) == 0 ? .drop : .accept
                 chain.base = BaseChain(type: type, hook: hook, priority: nftnl_chain_get_s32(c.handle, nla(NFTNL_CHAIN_PRIO)), policy: policy)
             }
@@ -328,16 +360,23 @@ struct TableDumper {
         return KeyType(parts)
     }
 
+    /// The key given to a set whose kernel key Bulkhead cannot read: a concatenation it never
+    /// creates, so such a set always differs from the desired one.
+    static let foreignKey = KeyType(.icmpType, .icmpv6Type, .nfProto)
+
     static func modelSet(name: String, _ s: OpaquePointer) -> NFTSet {
         let kflags = nftnl_set_get_u32(s, nla(NFTNL_SET_FLAGS))
         // A key type Bulkhead does not know (someone else's set) still has to come back as
-        // *something* that differs from every set we would create: a mark key cannot collide
-        // with any set Bulkhead creates under that name.
-        let key = keyType(nftnl_set_get_u32(s, nla(NFTNL_SET_KEY_TYPE))) ?? KeyType(.mark)
+        // *something* that differs from every set we would create, so the diff replaces it.
+        // The type id is nft's userspace label; the kernel only checks the length. A set whose
+        // length disagrees with its label (written by another tool) is not one of ours either.
+        var key = keyType(nftnl_set_get_u32(s, nla(NFTNL_SET_KEY_TYPE))) ?? foreignKey
+        if nftnl_set_get_u32(s, nla(NFTNL_SET_KEY_LEN)) != UInt32(key.byteLength) { key = foreignKey }
         var data: MapData?
         if kflags & 0x8 != 0 {
             let dt = nftnl_set_get_u32(s, nla(NFTNL_SET_DATA_TYPE))
             if dt == MapData.verdict.typeID { data = .verdict } else { data = DataType.allCases.first { $0.typeID == dt }.map { .value($0) } ?? .value(.mark) }
+            if case .value(let t)? = data, nftnl_set_get_u32(s, nla(NFTNL_SET_DATA_LEN)) != UInt32(t.byteLength) { data = .value(.icmpType) }
         }
         let timeout: UInt64? = nftnl_set_is_set(s, nla(NFTNL_SET_TIMEOUT)) ? nftnl_set_get_u64(s, nla(NFTNL_SET_TIMEOUT)) : nil
         var flags = SetFlags(rawValue: kflags & (SetFlags.constant.rawValue | SetFlags.interval.rawValue | SetFlags.timeout.rawValue))
@@ -355,7 +394,7 @@ struct TableDumper {
             if let elements = try dumpElementsOnce(of: set) { return elements }
             torn.count += 1
             attempt += 1
-            if attempt >= 8 {
+            if attempt >= elementReads {
                 throw NetfilterError.malformedReply("set \(set.name) kept changing shape while it was read (\(attempt) attempts)")
             }
             usleep(useconds_t(20_000 * attempt))

@@ -26,7 +26,10 @@ struct TransactionEncoder {
         let batch = try EncodedBatch(generation: generation, seq: seq, pageSize: pageSize, recordMessages: recordMessages)
         var setID: UInt32 = 1
         func tableFlags(_ requested: TableFlags) -> UInt32 {
-            requested.subtracting(Self.ownershipMask).union(ownershipFlags).rawValue
+            // Without ownership of its own, the backend re-sends what the table has (the kernel
+            // refuses to drop `owner` or `persist` from an existing table).
+            let ownership = ownershipFlags.isEmpty ? requested.intersection(Self.ownershipMask) : ownershipFlags
+            return requested.subtracting(Self.ownershipMask).union(ownership).rawValue
         }
         // Re-sending NEWTABLE with owner|persist adopts a table whose owner has gone (and fails
         // with EPERM while another live process owns it), so an owned table is claimed by every

@@ -8,6 +8,9 @@
 /// - New chains and sets are added before anything that refers to them; removed ones are deleted
 ///   after everything that referred to them is gone. A set whose definition changed (key, flags,
 ///   data type) is deleted and re-created, after the chains that look it up are flushed.
+/// - Table flags are compared: `dormant` is set or cleared in place; a change of ownership flags the
+///   kernel cannot make in place (`needsReplacement`) deletes and re-creates the whole table in
+///   the same transaction.
 /// - A base chain whose hook, type or priority changed is deleted and re-created; a policy change
 ///   alone is an `add chain` with the new policy.
 ///
@@ -25,11 +28,21 @@ public enum Diff {
             if let l = live { try tx.delete(.table(l.header)) }
             return tx
         }
-        guard let l = live else {
+        func create(_ d: Table) throws(RulesetError) {
             try tx.add(.table(d.header))
             for c in d.chains { try tx.add(.chain(c)) }
             for s in d.sets { try tx.add(.set(s)) }
             for r in d.rules { try tx.add(.rule(r.zeroed)) }
+        }
+        guard let l = live else {
+            try create(d)
+            return tx
+        }
+        if needsReplacement(from: l.flags, to: d.flags) {
+            // Deleting and creating a table in one batch is one commit: the kernel switches from
+            // the old table to the new one at once, never through a ruleset without either.
+            try tx.delete(.table(l.header))
+            try create(d)
             return tx
         }
 
@@ -103,6 +116,15 @@ public enum Diff {
         let refill = Set((newChains + changed + recreated).map(\.name))
         for r in d.rules where refill.contains(r.chain) { try tx.add(.rule(r.zeroed)) }
         return tx
+    }
+
+    /// True when the table's flags cannot change in place: the kernel refuses (EOPNOTSUPP) to
+    /// change `persist` on an existing table, to remove `owner`, and to add `owner` except to an
+    /// orphaned persistent table (one whose owner has exited: `persist` without `owner`).
+    public static func needsReplacement(from live: TableFlags, to desired: TableFlags) -> Bool {
+        if live.contains(.persist) != desired.contains(.persist) { return true }
+        if live.contains(.owner) && !desired.contains(.owner) { return true }
+        return desired.contains(.owner) && !live.contains(.owner) && !live.contains(.persist)
     }
 
     /// Keys to add (new, or with new data) and to delete (gone, or with old data), in set order.

@@ -70,6 +70,16 @@ public struct Rule: Hashable, Sendable, Codable, CustomStringConvertible {
         return r
     }
 
+    /// Start of the comment of a rule that a backend read from the kernel but could not decode
+    /// (another program's expressions, or lengths Bulkhead never writes). Such a rule has no
+    /// statements, so it equals no rule Bulkhead generates and the diff replaces it.
+    public static let undecodedCommentPrefix = "bulkhead: unrecognised rule: "
+
+    /// True for a rule read from the kernel that Bulkhead could not decode (a foreign rule).
+    public var isUndecoded: Bool {
+        statements.isEmpty && (comment?.hasPrefix(Rule.undecodedCommentPrefix) ?? false)
+    }
+
     /// Sets and maps the rule looks up by name.
     public var referencedSets: [String] {
         statements.compactMap {

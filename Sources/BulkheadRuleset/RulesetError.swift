@@ -1,6 +1,9 @@
 /// Everything that can be wrong with a ruleset change, worded for the person reading `plan` or
-/// `apply` output. The fake backend raises the same errors the kernel would (as errno) so tests
-/// can assert on them; the netlink backend maps kernel errors onto `kernel(...)`.
+/// `apply` output: the one error vocabulary of `NetfilterBackend`. The fake raises the cases its
+/// validation finds; the netlink backend maps kernel errors onto `kernel(...)` (by operation),
+/// `staleGeneration`, `permissionDenied`, `tableOwnedByAnotherProcess`, and everything between it
+/// and the kernel onto `backendFailure`. Callers classify with `isStaleGeneration`,
+/// `isPermissionDenied`, `isNotFound`, … rather than by case or by backend.
 public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConvertible {
     case invalidName(kind: String, name: String, reason: String)
     case wrongTable(expected: TableID, got: TableID)
@@ -33,6 +36,13 @@ public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConver
     case operationFailed(index: Int, operation: String, error: RulesetError)
     /// An error from the kernel that has no better mapping (errno and extended-ack text).
     case kernel(errno: Int32, message: String)
+    /// The process lacks CAP_NET_ADMIN where it reads or changes nftables.
+    case permissionDenied(operation: String)
+    /// Another live process holds the table (`owner` flag): only it can change it.
+    case tableOwnedByAnotherProcess(table: String)
+    /// The backend could not talk to the kernel at all (socket, namespace, timeout, a reply it
+    /// cannot read); the text is the backend's own error.
+    case backendFailure(String)
 
     public var description: String {
         switch self {
@@ -66,6 +76,88 @@ public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConver
             "the ruleset changed since it was read (generation \(a), expected \(e)); read it again and retry"
         case .operationFailed(let i, let op, let err): "operation \(i + 1) (\(op)) failed: \(err)"
         case .kernel(let errno, let message): "kernel error \(errno): \(message)"
+        case .permissionDenied(let op):
+            "\(op): permission denied: Bulkhead needs CAP_NET_ADMIN (run as root, or grant the capability) to read or change nftables"
+        case .tableOwnedByAnotherProcess(let table):
+            "\(table): refused with EPERM: another running process owns the table (flags owner,persist), "
+                + "probably the bulkhead agent; stop it or make the change through it"
+        case .backendFailure(let text): text
         }
     }
+}
+
+// Classification, as knftables' IsNotFound / IsAlreadyExists: callers react to the kind of
+// failure, whichever backend (kernel or fake) raised it and however deep it is wrapped.
+extension RulesetError {
+    // errno values (Linux), so this target needs no libc import.
+    static let ENOENT: Int32 = 2, EPERM: Int32 = 1, EEXIST: Int32 = 17, EBUSY: Int32 = 16, EOPNOTSUPP: Int32 = 95
+
+    /// The error an operation failure wraps, or the error itself.
+    public var underlying: RulesetError {
+        if case .operationFailed(_, _, let inner) = self { return inner.underlying }
+        return self
+    }
+
+    /// Someone committed since the ruleset was read: nothing was written; read again and retry.
+    public var isStaleGeneration: Bool {
+        if case .staleGeneration = underlying { return true }
+        return false
+    }
+
+    /// The process lacks the privilege (CAP_NET_ADMIN) to read or change nftables.
+    public var isPermissionDenied: Bool {
+        if case .permissionDenied = underlying { return true }
+        return false
+    }
+
+    /// Another live process owns the table (EPERM on one message, not on the whole batch).
+    public var isOwnedByAnotherProcess: Bool {
+        switch underlying {
+        case .tableOwnedByAnotherProcess: return true
+        case .kernel(let errno, _): return errno == Self.EPERM
+        default: return false
+        }
+    }
+
+    /// Something the operation needs does not exist (table, chain, set, element, rule).
+    public var isNotFound: Bool {
+        switch underlying {
+        case .noSuchTable, .noSuchChain, .noSuchSet, .noSuchElement, .noSuchRule, .jumpToMissingChain, .lookupInMissingSet: return true
+        case .kernel(let errno, _): return errno == Self.ENOENT
+        default: return false
+        }
+    }
+
+    /// Something the operation creates exists already.
+    public var isAlreadyExists: Bool {
+        switch underlying {
+        case .tableExists, .chainExists, .setExists, .elementExists: return true
+        case .kernel(let errno, _): return errno == Self.EEXIST
+        default: return false
+        }
+    }
+
+    /// Something is still in use (a chain jumped to, a set looked up).
+    public var isInUse: Bool {
+        switch underlying {
+        case .chainInUse, .setInUse: return true
+        case .kernel(let errno, _): return errno == Self.EBUSY
+        default: return false
+        }
+    }
+
+    /// The backend never reached the kernel's verdict (socket, namespace, timeout, garbled reply).
+    public var isBackendFailure: Bool {
+        if case .backendFailure = underlying { return true }
+        return false
+    }
+
+    /// `error` is a `RulesetError` for which `isStaleGeneration` holds.
+    public static func isStaleGeneration(_ error: any Error) -> Bool { (error as? RulesetError)?.isStaleGeneration ?? false }
+    /// `error` is a `RulesetError` for which `isPermissionDenied` holds.
+    public static func isPermissionDenied(_ error: any Error) -> Bool { (error as? RulesetError)?.isPermissionDenied ?? false }
+    /// `error` is a `RulesetError` for which `isNotFound` holds.
+    public static func isNotFound(_ error: any Error) -> Bool { (error as? RulesetError)?.isNotFound ?? false }
+    /// `error` is a `RulesetError` for which `isAlreadyExists` holds.
+    public static func isAlreadyExists(_ error: any Error) -> Bool { (error as? RulesetError)?.isAlreadyExists ?? false }
 }

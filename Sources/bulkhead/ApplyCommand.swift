@@ -11,11 +11,16 @@ struct ApplyCommand: ParsableCommand {
         discussion: """
         Needs CAP_NET_ADMIN. If anything is wrong (invalid policies, unreadable inventory, a kernel
         error halfway through the batch) nothing changes. The rules stay when bulkhead exits; only
-        `bulkhead uninstall` removes them.
+        `bulkhead uninstall` removes them. When another program commits between the read and the
+        write, the kernel refuses the batch and apply reads again (up to \(maxAttempts) attempts).
 
-        Exit codes: 0 applied (or nothing to do); 1 error, nothing changed; 64 usage; 66 unreadable input.
+        Exit codes: 0 applied (or nothing to do); 1 error, nothing changed (also: no CAP_NET_ADMIN,
+        or the ruleset kept changing); 64 usage; 66 unreadable input.
         """
     )
+
+    /// Reads and writes before giving up when every commit is refused as stale.
+    static let maxAttempts = 4
 
     @OptionGroup var source: SourceOptions
 
@@ -32,41 +37,53 @@ struct ApplyCommand: ParsableCommand {
             let backend: NetlinkNetfilter
             switch Inputs.kernel(source) {
             case .success(let b): backend = b
-            case .failure(let error):
-                Inputs.printError("\(error)")
-                throw ExitCode(ExitStatus.failure)
+            case .failure(let error): throw Inputs.kernelFailure(error)
             }
             for line in try BridgeNetfilter.ensureEnabled(namespace: source.netns) {
                 Inputs.note(line)
             }
             let planner = Planner()
+            let race = TestHooks.RaceCommits(namespace: source.netns)
             // Someone may commit between our read and our write; the kernel then refuses the
-            // batch (generation check) and we read again, a few times at most.
-            var attempt = 0
+            // batch (generation check, RulesetError.staleGeneration) and we read again.
+            var attempt = 1
             while true {
                 let plan = try planner.plan(policies: policies, inventory: inventory, backend: backend)
+                try race?.commitIfArmed(attempt: attempt)
                 let started = DispatchTime.now().uptimeNanoseconds
+                let generation: UInt32
                 do {
-                    let generation = try planner.apply(plan, to: backend)
-                    let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
-                    if format == .json {
-                        print(PlanOutput.json(plan, nft: nft))
-                    } else {
-                        print(PlanOutput.text(plan, nft: nft))
-                        if plan.hasChanges {
-                            print("Applied \(plan.operationCount) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
-                        }
+                    generation = try planner.apply(plan, to: backend)
+                } catch let error as RulesetError where error.isStaleGeneration {
+                    guard attempt < Self.maxAttempts else {
+                        Inputs.printError("\(error) (gave up after \(attempt) attempts: another program keeps changing the ruleset); nothing was changed")
+                        throw ExitCode(ExitStatus.failure)
                     }
-                    return
-                } catch NetfilterError.generationChanged(_) where attempt < 3 {
+                    Inputs.note("note: the ruleset changed while it was read (attempt \(attempt) of \(Self.maxAttempts)); reading it again")
                     attempt += 1
+                    continue
                 }
+                let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+                if format == .json {
+                    print(PlanOutput.json(plan, nft: nft))
+                } else {
+                    print(PlanOutput.text(plan, nft: nft))
+                    if plan.hasChanges {
+                        print("Applied \(plan.operationCount) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
+                    }
+                }
+                return
             }
         } catch let r as Reported {
             throw ExitCode(r.status)
+        } catch let e as ExitCode {
+            throw e
+        } catch let e as RulesetError {
+            throw Inputs.kernelFailure(e)
         } catch let e as NetfilterError {
-            Inputs.printError("\(e)")
-            throw ExitCode(ExitStatus.failure)
+            throw Inputs.kernelFailure(e)
+        } catch {
+            throw Inputs.kernelFailure(error)
         }
     }
 }

@@ -101,17 +101,26 @@ enum Inputs {
         return box.result!
     }
 
-    /// Opens the kernel backend, or explains why it cannot be read.
-    static func kernel(_ options: SourceOptions) -> Result<NetlinkNetfilter, NetfilterError> {
+    /// Opens the kernel backend, or explains why it cannot be read (in the backend's error
+    /// vocabulary, `RulesetError`: `isPermissionDenied` without CAP_NET_ADMIN).
+    static func kernel(_ options: SourceOptions) -> Result<NetlinkNetfilter, RulesetError> {
         do {
             let backend = try NetlinkNetfilter(namespace: options.netns)
             _ = try backend.generation()
             return .success(backend)
         } catch let error as NetfilterError {
+            return .failure(NetlinkNetfilter.rulesetError(error))
+        } catch let error as RulesetError {
             return .failure(error)
         } catch {
-            return .failure(.malformedReply("\(error)"))
+            return .failure(.backendFailure("\(error)"))
         }
+    }
+
+    /// Prints a failure of the kernel side (backend, bridge sysctls, lab) and returns exit status 1.
+    static func kernelFailure(_ error: any Error) -> ExitCode {
+        printError("\(error)")
+        return ExitCode(ExitStatus.failure)
     }
 }
 

@@ -44,6 +44,8 @@ struct PlanCommand: ParsableCommand {
             if detailedExitcode && plan.hasChanges { throw ExitCode(ExitStatus.changes) }
         } catch let r as Reported {
             throw ExitCode(r.status)
+        } catch let e as RulesetError {
+            throw Inputs.kernelFailure(e)
         }
     }
 }

@@ -39,8 +39,9 @@ struct UninstallCommand: ParsableCommand {
             try backend.apply(txs, expectedGeneration: nil)
             print("Removed table inet bulkhead (\(live.chains.count) chains, \(live.sets.count) sets and maps, \(live.rules.count) rules). Traffic is no longer filtered by Bulkhead.")
         } catch let e as NetfilterError {
-            Inputs.printError("\(e)")
-            throw ExitCode(ExitStatus.failure)
+            throw Inputs.kernelFailure(e)
+        } catch let e as RulesetError {
+            throw Inputs.kernelFailure(e)
         }
     }
 }

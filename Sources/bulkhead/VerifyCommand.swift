@@ -4,6 +4,7 @@ import BulkheadInventory
 import BulkheadLab
 import BulkheadNetfilter
 import BulkheadPolicy
+import BulkheadRuleset
 import Foundation
 
 struct VerifyCommand: ParsableCommand {
@@ -77,8 +78,9 @@ struct VerifyCommand: ParsableCommand {
         } catch let r as Reported {
             throw ExitCode(r.status)
         } catch let e as NetfilterError {
-            Inputs.printError("\(e)")
-            throw ExitCode(ExitStatus.failure)
+            throw Inputs.kernelFailure(e)
+        } catch let e as RulesetError {
+            throw Inputs.kernelFailure(e)
         } catch let e as LabError {
             Inputs.printError("\(e)")
             throw ExitCode(ExitStatus.failure)
