@@ -95,12 +95,20 @@ private final class DumpReplay: NetlinkTransport {
     private var queue: [[UInt8]] = []
 
     init(messages bytes: [UInt8], family: UInt8) throws {
-        messages = try splitMessages(bytes, limit: Self.datagramLimit).compactMap { m in
+        var kept: [(type: UInt16, bytes: [UInt8])] = []
+        var offset = 0
+        for m in try splitMessages(bytes, limit: Self.datagramLimit) {
+            defer { offset += (m.count + 3) & ~3 }
             let type = le16(m, 4)
             guard type >> 8 == DumpMessage.subsystem, DumpMessage.dumpTypes.contains(type & 0xff),
-                  m[16] == family else { return nil }  // nfgenmsg.nfgen_family
-            return (type & 0xff, m)
+                  m[16] == family else { continue }  // nfgenmsg.nfgen_family
+            // Bytes that did not come from the kernel: libnftnl must only see well-formed attributes.
+            guard let schema = AttributeCheck.schema(forMessage: type & 0xff), let checked = AttributeCheck.checked(m, schema: schema) else {
+                throw NetfilterError.malformedReply("message type \(type & 0xff) at offset \(offset) has a malformed attribute")
+            }
+            kept.append((type & 0xff, checked))
         }
+        messages = kept
     }
 
     func reserveBuffers(send: Int, receive: Int) {}
@@ -156,14 +164,19 @@ private final class DumpReplay: NetlinkTransport {
         return m
     }
 
-    /// The set an element request or element message names (NFTA_SET_ELEM_LIST_SET).
-    private static func setName(_ message: [UInt8]) throws -> String? {
-        let s = try NftnlSet()
-        let parsed = message.withUnsafeBytes { raw -> Int32 in
-            nftnl_set_elems_nlmsg_parse(raw.baseAddress!.assumingMemoryBound(to: nlmsghdr.self), s.handle)
+    /// The set an element request or element message names (NFTA_SET_ELEM_LIST_SET), read in
+    /// Swift: the attribute stream was checked when the message was recorded or built.
+    private static func setName(_ message: [UInt8]) throws -> [UInt8]? {
+        var offset = 20
+        while offset + 4 <= message.count {
+            let length = Int(le16(message, offset)), type = le16(message, offset + 2) & 0x3fff
+            guard length >= 4, offset + length <= message.count else {
+                throw NetfilterError.malformedReply("NEWSETELEM attribute at byte \(offset) runs past the message")
+            }
+            if type == 2 { return Array(message[(offset + 4)..<(offset + length)].prefix { $0 != 0 }) }
+            offset += (length + 3) & ~3
         }
-        guard parsed >= 0 else { throw NetfilterError.malformedReply("NEWSETELEM does not parse") }
-        return nftnl_set_get_str(s.handle, nla(NFTNL_SET_NAME)).map { String(cString: $0) }
+        return nil
     }
 
     static func ack(seq: UInt32, errno: Int32) -> [UInt8] {
