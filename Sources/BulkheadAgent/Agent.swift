@@ -471,7 +471,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     // MARK: - Metrics
 
     func describeMetrics() {
-        metrics.describe("bulkhead_reconciles_total", type: "counter", "Reconciles by result (success, error).")
+        metrics.describe("bulkhead_reconciles_total", type: "counter", "Reconciles by result (success, error, stale: another program committed first and the reconcile is read again).")
         metrics.describe("bulkhead_reconcile_duration_seconds", type: "histogram", "Time from trigger to the kernel's ack.")
         metrics.describe("bulkhead_last_success_timestamp_seconds", type: "gauge", "Unix time of the last successful reconcile.")
         metrics.describe("bulkhead_operations_applied_total", type: "counter", "nftables operations committed.")

@@ -22,11 +22,14 @@ enum AttributeCheck {
         case list(Kind)
         /// One expression (NFTA_EXPR_NAME, NFTA_EXPR_DATA).
         case expression
+        /// `nft_data`: exactly one of NFTA_DATA_VALUE and NFTA_DATA_VERDICT (libnftnl parses both
+        /// into one union, and a jump's chain name then reads value bytes as a pointer).
+        case data
     }
 
     typealias Schema = [UInt16: Kind]
 
-    static let dataValue: Schema = [1: .binary(max: 64), 2: .nested([1: .u32, 2: .string, 3: .u32])]  // NFTA_DATA_VALUE / VERDICT
+    static let verdict: Schema = [1: .u32, 2: .string, 3: .u32]  // NFTA_VERDICT_CODE, _CHAIN, _CHAIN_ID
     static let table: Schema = [1: .string, 2: .u32, 3: .u32, 4: .u64, 6: .binary(max: 65535), 7: .u32]
     static let chain: Schema = [
         1: .string, 2: .u64, 3: .string,
@@ -43,8 +46,8 @@ enum AttributeCheck {
         10: .u32, 11: .u64, 12: .u32, 13: .binary(max: 65535), 15: .u32, 16: .u64,
     ]
     static let element: Schema = [
-        1: .nested(dataValue), 2: .nested(dataValue), 3: .u32, 4: .u64, 5: .u64, 6: .binary(max: 65535),
-        9: .string, 10: .nested(dataValue),
+        1: .data, 2: .data, 3: .u32, 4: .u64, 5: .u64, 6: .binary(max: 65535),
+        9: .string, 10: .data,
     ]
     static let elementList: Schema = [1: .string, 2: .string, 3: .list(.nested(element)), 4: .u32]
 
@@ -53,14 +56,14 @@ enum AttributeCheck {
         "payload": [1: .u32, 2: .u32, 3: .u32, 4: .u32, 5: .u32, 6: .u32, 7: .u32, 8: .u32],
         "meta": [1: .u32, 2: .u32, 3: .u32],
         "ct": [1: .u32, 2: .u32, 3: .u8, 4: .u32],
-        "cmp": [1: .u32, 2: .u32, 3: .nested(dataValue)],
-        "bitwise": [1: .u32, 2: .u32, 3: .u32, 4: .nested(dataValue), 5: .nested(dataValue), 6: .u32, 7: .nested(dataValue)],
+        "cmp": [1: .u32, 2: .u32, 3: .data],
+        "bitwise": [1: .u32, 2: .u32, 3: .u32, 4: .data, 5: .data, 6: .u32, 7: .data],
         "lookup": [1: .string, 2: .u32, 3: .u32, 4: .u32, 5: .u32],
-        "range": [1: .u32, 2: .u32, 3: .nested(dataValue), 4: .nested(dataValue)],
+        "range": [1: .u32, 2: .u32, 3: .data, 4: .data],
         "counter": [1: .u64, 2: .u64],
         "log": [1: .u16, 2: .string, 3: .u32, 4: .u16, 5: .u32, 6: .u32],
         "limit": [1: .u64, 2: .u64, 3: .u32, 4: .u32, 5: .u32],
-        "immediate": [1: .u32, 2: .nested(dataValue)],
+        "immediate": [1: .u32, 2: .data],
         "reject": [1: .u32, 2: .u8],
     ]
 
@@ -109,12 +112,57 @@ enum AttributeCheck {
     /// ones dropped. Nil when a known attribute is malformed or the stream does not parse.
     static func rebuild(_ bytes: ArraySlice<UInt8>, _ schema: Schema) -> [UInt8]? {
         var out: [UInt8] = []
+        var seen = Set<UInt16>()
         var offset = bytes.startIndex
         while offset < bytes.endIndex {
             guard let a = attribute(at: offset, in: bytes) else { return nil }
             offset = a.next
-            guard let kind = schema[a.type] else { continue }
+            // libnftnl keeps the last of two attributes of one type, and parses both on the way:
+            // the kernel never repeats one, so keep the first and drop the rest.
+            guard let kind = schema[a.type], seen.insert(a.type).inserted else { continue }
             guard let payload = check(bytes[a.payload], kind), emit(a.rawType, payload, into: &out) else { return nil }
+        }
+        return out
+    }
+
+    /// The attributes of a nest by type (first of each), or nil when the stream does not parse.
+    private static func attributes(_ bytes: ArraySlice<UInt8>) -> [UInt16: ArraySlice<UInt8>]? {
+        var found: [UInt16: ArraySlice<UInt8>] = [:]
+        var offset = bytes.startIndex
+        while offset < bytes.endIndex {
+            guard let a = attribute(at: offset, in: bytes) else { return nil }
+            offset = a.next
+            if found[a.type] == nil { found[a.type] = bytes[a.payload] }
+        }
+        return found
+    }
+
+    /// NF_ACCEPT, NF_DROP, NF_QUEUE, NFT_CONTINUE, NFT_BREAK, NFT_RETURN: no chain.
+    static let plainVerdicts: Set<Int32> = [1, 0, 3, -1, -2, -5]
+    /// NFT_JUMP, NFT_GOTO: a chain name is required.
+    static let chainVerdicts: Set<Int32> = [-3, -4]
+
+    private static func checkData(_ p: ArraySlice<UInt8>) -> [UInt8]? {
+        guard let attrs = attributes(p) else { return nil }
+        var out: [UInt8] = []
+        switch (attrs[1], attrs[2]) {
+        case (let value?, nil):
+            guard !value.isEmpty, value.count <= 64, emit(1, Array(value), into: &out) else { return nil }
+        case (nil, let verdict?):
+            guard let v = attributes(verdict), let code = v[1], code.count == 4 else { return nil }
+            let raw = code.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            let verdictCode = Int32(bitPattern: UInt32(bigEndian: raw))
+            var nest: [UInt8] = []
+            _ = emit(1, Array(code), into: &nest)
+            if chainVerdicts.contains(verdictCode) {
+                guard let chain = v[2], let name = check(chain, .string) else { return nil }
+                _ = emit(2, name, into: &nest)
+            } else if !plainVerdicts.contains(verdictCode) {
+                return nil
+            }
+            guard emit(0x8002, nest, into: &out) else { return nil }  // NLA_F_NESTED | NFTA_DATA_VERDICT
+        default:
+            return nil
         }
         return out
     }
@@ -128,6 +176,7 @@ enum AttributeCheck {
         case .string: return !p.isEmpty && p.last == 0 ? Array(p) : nil
         case .binary(let max): return p.count <= max ? Array(p) : nil
         case .nested(let schema): return rebuild(p, schema)
+        case .data: return checkData(p)
         case .list(let item):
             var out: [UInt8] = []
             var offset = p.startIndex
@@ -147,7 +196,7 @@ enum AttributeCheck {
             while offset < p.endIndex {
                 guard let a = attribute(at: offset, in: p) else { return nil }
                 offset = a.next
-                if a.type == 1 { name = Array(p[a.payload]) }
+                if a.type == 1, name == nil { name = Array(p[a.payload]) }
             }
             guard let name, let named = check(name[...], .string) else { return nil }
             var out: [UInt8] = []
@@ -161,6 +210,7 @@ enum AttributeCheck {
                 offset = a.next
                 guard a.type == 2 else { continue }  // NFTA_EXPR_DATA
                 guard let data = rebuild(p[a.payload], schema), emit(a.rawType, data, into: &out) else { return nil }
+                break  // the first NFTA_EXPR_DATA only
             }
             return out
         }

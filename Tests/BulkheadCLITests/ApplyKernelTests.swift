@@ -183,7 +183,9 @@ struct ApplyKernelTests {
                                    ["quota", "100", "bytes"], ["meta", "mark", "set", "1"]]
             for args in nft { try TestSystem.nft(["insert", "rule", "inet", "bulkhead", "forward"] + args, in: ns) }
             try NetlinkNetfilter(namespace: ns, ownership: .disabled).appendRawRule(table: Self.table, chain: "forward", expressions: [
-                .meta(key: MetaKey.nfproto.rawValue, dreg: 1), .cmp(sreg: 1, op: 0, data: [2]),
+                .meta(key: MetaKey.nfproto.rawValue, dreg: 1), .cmp(sreg: 1, op: 0, data: [10]),
+                // A 16-byte load first: kernels ≥ 6.x refuse to read a register nothing wrote (ENODATA).
+                .payload(base: PayloadBase.network.rawValue, offset: 8, length: 16, dreg: 1), .cmp(sreg: 1, op: 0, data: [UInt8](repeating: 0xfd, count: 16)),
                 .payload(base: PayloadBase.network.rawValue, offset: 12, length: 2, dreg: 1),
                 .cmp(sreg: 1, op: 0, data: [1, 2, 3, 4, 5, 6, 7, 8]), .verdict(code: 1, chain: nil),
             ])

@@ -25,7 +25,9 @@ struct ForeignKernelDataTests {
             ]
             for args in foreign { try Kernel.nft(["add", "rule", "inet", "bulkhead", "forward"] + args, in: ns) }
             try nf.appendRawRule(table: Self.id, chain: "forward", expressions: [
-                .meta(key: MetaKey.nfproto.rawValue, dreg: 1), .cmp(sreg: 1, op: 0, data: [2]),
+                .meta(key: MetaKey.nfproto.rawValue, dreg: 1), .cmp(sreg: 1, op: 0, data: [10]),
+                // A 16-byte load first: kernels ≥ 6.x refuse to read a register nothing wrote (ENODATA).
+                .payload(base: PayloadBase.network.rawValue, offset: 8, length: 16, dreg: 1), .cmp(sreg: 1, op: 0, data: [UInt8](repeating: 0xfd, count: 16)),
                 .payload(base: PayloadBase.network.rawValue, offset: 12, length: 2, dreg: 1),
                 .cmp(sreg: 1, op: 0, data: [1, 2, 3, 4, 5, 6, 7, 8]), .verdict(code: 0, chain: nil),
             ])
@@ -41,8 +43,17 @@ struct ForeignKernelDataTests {
             #expect(undecoded.contains { $0.comment!.contains("quota") })
             #expect(rules.last?.statements == [.match(Match(.ipSaddr, .prefix(.ipv4(v4("10.9.0.0")), 16))), .verdict(.drop)])
 
+            // The replay decodes the same table; foreign expressions other than the ones Bulkhead
+            // reads keep only their name there (their data is not checked, so not passed on).
             let recorded = try nf.recordDump(table: Self.id)
-            #expect(try NetlinkNetfilter.decodeDump(messages: recorded) == live)
+            let replayed = try #require(try NetlinkNetfilter.decodeDump(messages: recorded))
+            func masked(_ t: Table) -> Table {
+                var t = t
+                t.rules = t.rules.map { $0.isUndecoded ? Rule(chain: $0.chain, handle: $0.handle, [], comment: "foreign") : $0 }
+                return t
+            }
+            #expect(masked(replayed) == masked(live))
+            #expect(replayed.rules.filter { $0.isUndecoded }.count == undecoded.count)
 
             // The diff replaces them: flush the chain and add ours back; the kernel takes it.
             let want = KernelFaultTests.baseTable()
