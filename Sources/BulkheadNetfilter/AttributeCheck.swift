@@ -1,3 +1,5 @@
+import CNetfilter
+
 /// Checks the attributes of a recorded nf_tables message before libnftnl parses it.
 ///
 /// libnftnl trusts the kernel: when an attribute it knows has the wrong length (a 3-byte u32, an
@@ -29,52 +31,77 @@ enum AttributeCheck {
 
     typealias Schema = [UInt16: Kind]
 
-    static let verdict: Schema = [1: .u32, 2: .string, 3: .u32]  // NFTA_VERDICT_CODE, _CHAIN, _CHAIN_ID
-    static let table: Schema = [1: .string, 2: .u32, 3: .u32, 4: .u64, 6: .binary(max: 65535), 7: .u32]
+    /// NLA_TYPE_MASK: the type without NLA_F_NESTED and NLA_F_NET_BYTEORDER.
+    static let typeMask = ~UInt16(NLA_F_NESTED | NLA_F_NET_BYTEORDER)
+
+    static let verdict: Schema = [nla(NFTA_VERDICT_CODE): .u32, nla(NFTA_VERDICT_CHAIN): .string, nla(NFTA_VERDICT_CHAIN_ID): .u32]
+    static let table: Schema = [
+        nla(NFTA_TABLE_NAME): .string, nla(NFTA_TABLE_FLAGS): .u32, nla(NFTA_TABLE_USE): .u32, nla(NFTA_TABLE_HANDLE): .u64,
+        nla(NFTA_TABLE_USERDATA): .binary(max: 65535), nla(NFTA_TABLE_OWNER): .u32,
+    ]
     static let chain: Schema = [
-        1: .string, 2: .u64, 3: .string,
-        4: .nested([1: .u32, 2: .u32, 3: .string, 4: .nested([1: .string])]),  // NFTA_CHAIN_HOOK
-        5: .u32, 6: .u32, 7: .string, 8: .nested([1: .u64, 2: .u64]), 10: .u32, 11: .u32, 12: .binary(max: 65535),
+        nla(NFTA_CHAIN_TABLE): .string, nla(NFTA_CHAIN_HANDLE): .u64, nla(NFTA_CHAIN_NAME): .string,
+        nla(NFTA_CHAIN_HOOK): .nested([nla(NFTA_HOOK_HOOKNUM): .u32, nla(NFTA_HOOK_PRIORITY): .u32, nla(NFTA_HOOK_DEV): .string,
+                                       nla(NFTA_HOOK_DEVS): .nested([nla(NFTA_DEVICE_NAME): .string])]),
+        nla(NFTA_CHAIN_POLICY): .u32, nla(NFTA_CHAIN_USE): .u32, nla(NFTA_CHAIN_TYPE): .string,
+        nla(NFTA_CHAIN_COUNTERS): .nested([nla(NFTA_COUNTER_BYTES): .u64, nla(NFTA_COUNTER_PACKETS): .u64]),
+        nla(NFTA_CHAIN_FLAGS): .u32, nla(NFTA_CHAIN_ID): .u32, nla(NFTA_CHAIN_USERDATA): .binary(max: 65535),
     ]
     static let rule: Schema = [
-        1: .string, 2: .string, 3: .u64, 4: .list(.expression), 5: .nested([1: .u32, 2: .u32]),
-        6: .u64, 7: .binary(max: 65535), 9: .u32, 10: .u32, 11: .u32,
+        nla(NFTA_RULE_TABLE): .string, nla(NFTA_RULE_CHAIN): .string, nla(NFTA_RULE_HANDLE): .u64,
+        nla(NFTA_RULE_EXPRESSIONS): .list(.expression),
+        nla(NFTA_RULE_COMPAT): .nested([nla(NFTA_RULE_COMPAT_PROTO): .u32, nla(NFTA_RULE_COMPAT_FLAGS): .u32]),
+        nla(NFTA_RULE_POSITION): .u64, nla(NFTA_RULE_USERDATA): .binary(max: 65535), nla(NFTA_RULE_ID): .u32,
+        nla(NFTA_RULE_POSITION_ID): .u32, nla(NFTA_RULE_CHAIN_ID): .u32,
     ]
     static let set: Schema = [
-        1: .string, 2: .string, 3: .u32, 4: .u32, 5: .u32, 6: .u32, 7: .u32, 8: .u32,
-        9: .nested([1: .u32, 2: .list(.nested([1: .u32]))]),  // NFTA_SET_DESC
-        10: .u32, 11: .u64, 12: .u32, 13: .binary(max: 65535), 15: .u32, 16: .u64,
+        nla(NFTA_SET_TABLE): .string, nla(NFTA_SET_NAME): .string, nla(NFTA_SET_FLAGS): .u32, nla(NFTA_SET_KEY_TYPE): .u32,
+        nla(NFTA_SET_KEY_LEN): .u32, nla(NFTA_SET_DATA_TYPE): .u32, nla(NFTA_SET_DATA_LEN): .u32, nla(NFTA_SET_POLICY): .u32,
+        nla(NFTA_SET_DESC): .nested([nla(NFTA_SET_DESC_SIZE): .u32,
+                                     nla(NFTA_SET_DESC_CONCAT): .list(.nested([nla(NFTA_SET_FIELD_LEN): .u32]))]),
+        nla(NFTA_SET_ID): .u32, nla(NFTA_SET_TIMEOUT): .u64, nla(NFTA_SET_GC_INTERVAL): .u32,
+        nla(NFTA_SET_USERDATA): .binary(max: 65535), nla(NFTA_SET_OBJ_TYPE): .u32, nla(NFTA_SET_HANDLE): .u64,
     ]
     static let element: Schema = [
-        1: .data, 2: .data, 3: .u32, 4: .u64, 5: .u64, 6: .binary(max: 65535),
-        9: .string, 10: .data,
+        nla(NFTA_SET_ELEM_KEY): .data, nla(NFTA_SET_ELEM_DATA): .data, nla(NFTA_SET_ELEM_FLAGS): .u32,
+        nla(NFTA_SET_ELEM_TIMEOUT): .u64, nla(NFTA_SET_ELEM_EXPIRATION): .u64, nla(NFTA_SET_ELEM_USERDATA): .binary(max: 65535),
+        nla(NFTA_SET_ELEM_OBJREF): .string, nla(NFTA_SET_ELEM_KEY_END): .data,
     ]
-    static let elementList: Schema = [1: .string, 2: .string, 3: .list(.nested(element)), 4: .u32]
+    static let elementList: Schema = [
+        nla(NFTA_SET_ELEM_LIST_TABLE): .string, nla(NFTA_SET_ELEM_LIST_SET): .string,
+        nla(NFTA_SET_ELEM_LIST_ELEMENTS): .list(.nested(element)), nla(NFTA_SET_ELEM_LIST_SET_ID): .u32,
+    ]
 
     /// Data of the expressions Bulkhead decodes, by name.
     static let expressions: [String: Schema] = [
-        "payload": [1: .u32, 2: .u32, 3: .u32, 4: .u32, 5: .u32, 6: .u32, 7: .u32, 8: .u32],
-        "meta": [1: .u32, 2: .u32, 3: .u32],
-        "ct": [1: .u32, 2: .u32, 3: .u8, 4: .u32],
-        "cmp": [1: .u32, 2: .u32, 3: .data],
-        "bitwise": [1: .u32, 2: .u32, 3: .u32, 4: .data, 5: .data, 6: .u32, 7: .data],
-        "lookup": [1: .string, 2: .u32, 3: .u32, 4: .u32, 5: .u32],
-        "range": [1: .u32, 2: .u32, 3: .data, 4: .data],
-        "counter": [1: .u64, 2: .u64],
-        "log": [1: .u16, 2: .string, 3: .u32, 4: .u16, 5: .u32, 6: .u32],
-        "limit": [1: .u64, 2: .u64, 3: .u32, 4: .u32, 5: .u32],
-        "immediate": [1: .u32, 2: .data],
-        "reject": [1: .u32, 2: .u8],
+        "payload": [nla(NFTA_PAYLOAD_DREG): .u32, nla(NFTA_PAYLOAD_BASE): .u32, nla(NFTA_PAYLOAD_OFFSET): .u32, nla(NFTA_PAYLOAD_LEN): .u32,
+                    nla(NFTA_PAYLOAD_SREG): .u32, nla(NFTA_PAYLOAD_CSUM_TYPE): .u32, nla(NFTA_PAYLOAD_CSUM_OFFSET): .u32,
+                    nla(NFTA_PAYLOAD_CSUM_FLAGS): .u32],
+        "meta": [nla(NFTA_META_DREG): .u32, nla(NFTA_META_KEY): .u32, nla(NFTA_META_SREG): .u32],
+        "ct": [nla(NFTA_CT_DREG): .u32, nla(NFTA_CT_KEY): .u32, nla(NFTA_CT_DIRECTION): .u8, nla(NFTA_CT_SREG): .u32],
+        "cmp": [nla(NFTA_CMP_SREG): .u32, nla(NFTA_CMP_OP): .u32, nla(NFTA_CMP_DATA): .data],
+        "bitwise": [nla(NFTA_BITWISE_SREG): .u32, nla(NFTA_BITWISE_DREG): .u32, nla(NFTA_BITWISE_LEN): .u32,
+                    nla(NFTA_BITWISE_MASK): .data, nla(NFTA_BITWISE_XOR): .data, nla(NFTA_BITWISE_OP): .u32, nla(NFTA_BITWISE_DATA): .data],
+        "lookup": [nla(NFTA_LOOKUP_SET): .string, nla(NFTA_LOOKUP_SREG): .u32, nla(NFTA_LOOKUP_DREG): .u32,
+                   nla(NFTA_LOOKUP_SET_ID): .u32, nla(NFTA_LOOKUP_FLAGS): .u32],
+        "range": [nla(NFTA_RANGE_SREG): .u32, nla(NFTA_RANGE_OP): .u32, nla(NFTA_RANGE_FROM_DATA): .data, nla(NFTA_RANGE_TO_DATA): .data],
+        "counter": [nla(NFTA_COUNTER_BYTES): .u64, nla(NFTA_COUNTER_PACKETS): .u64],
+        "log": [nla(NFTA_LOG_GROUP): .u16, nla(NFTA_LOG_PREFIX): .string, nla(NFTA_LOG_SNAPLEN): .u32,
+                nla(NFTA_LOG_QTHRESHOLD): .u16, nla(NFTA_LOG_LEVEL): .u32, nla(NFTA_LOG_FLAGS): .u32],
+        "limit": [nla(NFTA_LIMIT_RATE): .u64, nla(NFTA_LIMIT_UNIT): .u64, nla(NFTA_LIMIT_BURST): .u32,
+                  nla(NFTA_LIMIT_TYPE): .u32, nla(NFTA_LIMIT_FLAGS): .u32],
+        "immediate": [nla(NFTA_IMMEDIATE_DREG): .u32, nla(NFTA_IMMEDIATE_DATA): .data],
+        "reject": [nla(NFTA_REJECT_TYPE): .u32, nla(NFTA_REJECT_ICMP_CODE): .u8],
     ]
 
     /// The schema of a dump message by its nf_tables message number.
     static func schema(forMessage type: UInt16) -> Schema? {
-        switch type {
-        case 0: table      // NFT_MSG_NEWTABLE
-        case 3: chain      // NFT_MSG_NEWCHAIN
-        case 6: rule       // NFT_MSG_NEWRULE
-        case 9: set        // NFT_MSG_NEWSET
-        case 12: elementList  // NFT_MSG_NEWSETELEM
+        switch UInt32(type) {
+        case NFT_MSG_NEWTABLE.rawValue: table
+        case NFT_MSG_NEWCHAIN.rawValue: chain
+        case NFT_MSG_NEWRULE.rawValue: rule
+        case NFT_MSG_NEWSET.rawValue: set
+        case NFT_MSG_NEWSETELEM.rawValue: elementList
         default: nil
         }
     }
@@ -96,7 +123,7 @@ enum AttributeCheck {
         let rawType = UInt16(bytes[offset + 2]) | UInt16(bytes[offset + 3]) << 8
         guard length >= 4, length <= bytes.endIndex - offset else { return nil }
         let next = min(offset + (length + 3) & ~3, bytes.endIndex)
-        return (rawType & 0x3fff, rawType, (offset + 4)..<(offset + length), next)
+        return (rawType & typeMask, rawType, (offset + 4)..<(offset + length), next)
     }
 
     private static func emit(_ rawType: UInt16, _ payload: [UInt8], into out: inout [UInt8]) -> Bool {
@@ -145,22 +172,23 @@ enum AttributeCheck {
     private static func checkData(_ p: ArraySlice<UInt8>) -> [UInt8]? {
         guard let attrs = attributes(p) else { return nil }
         var out: [UInt8] = []
-        switch (attrs[1], attrs[2]) {
+        switch (attrs[nla(NFTA_DATA_VALUE)], attrs[nla(NFTA_DATA_VERDICT)]) {
         case (let value?, nil):
-            guard !value.isEmpty, value.count <= 64, emit(1, Array(value), into: &out) else { return nil }
+            // NFT_DATA_VALUE_MAXLEN: libnftnl's register image is 64 bytes.
+            guard !value.isEmpty, value.count <= 64, emit(nla(NFTA_DATA_VALUE), Array(value), into: &out) else { return nil }
         case (nil, let verdict?):
-            guard let v = attributes(verdict), let code = v[1], code.count == 4 else { return nil }
+            guard let v = attributes(verdict), let code = v[nla(NFTA_VERDICT_CODE)], code.count == 4 else { return nil }
             let raw = code.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
             let verdictCode = Int32(bitPattern: UInt32(bigEndian: raw))
             var nest: [UInt8] = []
-            _ = emit(1, Array(code), into: &nest)
+            _ = emit(nla(NFTA_VERDICT_CODE), Array(code), into: &nest)
             if chainVerdicts.contains(verdictCode) {
-                guard let chain = v[2], let name = check(chain, .string) else { return nil }
-                _ = emit(2, name, into: &nest)
+                guard let chain = v[nla(NFTA_VERDICT_CHAIN)], let name = check(chain, .string) else { return nil }
+                _ = emit(nla(NFTA_VERDICT_CHAIN), name, into: &nest)
             } else if !plainVerdicts.contains(verdictCode) {
                 return nil
             }
-            guard emit(0x8002, nest, into: &out) else { return nil }  // NLA_F_NESTED | NFTA_DATA_VERDICT
+            guard emit(UInt16(NLA_F_NESTED) | nla(NFTA_DATA_VERDICT), nest, into: &out) else { return nil }
         default:
             return nil
         }
@@ -186,7 +214,7 @@ enum AttributeCheck {
                 // Items are NFTA_LIST_ELEM in a dump; a batch message built by libnftnl numbers
                 // set elements 1, 2, 3 … instead (the kernel ignores the type), which libnftnl's
                 // own parser then refuses. Read any item as NFTA_LIST_ELEM.
-                guard let payload = check(p[a.payload], item), emit((a.rawType & ~0x3fff) | 1, payload, into: &out) else { return nil }
+                guard let payload = check(p[a.payload], item), emit((a.rawType & ~typeMask) | nla(NFTA_LIST_ELEM), payload, into: &out) else { return nil }
             }
             return out
         case .expression:
@@ -196,11 +224,11 @@ enum AttributeCheck {
             while offset < p.endIndex {
                 guard let a = attribute(at: offset, in: p) else { return nil }
                 offset = a.next
-                if a.type == 1, name == nil { name = Array(p[a.payload]) }
+                if a.type == nla(NFTA_EXPR_NAME), name == nil { name = Array(p[a.payload]) }
             }
             guard let name, let named = check(name[...], .string) else { return nil }
             var out: [UInt8] = []
-            _ = emit(1, named, into: &out)
+            _ = emit(nla(NFTA_EXPR_NAME), named, into: &out)
             guard let schema = expressions[String(decoding: named.dropLast(), as: UTF8.self)] else {
                 return out  // an expression Bulkhead does not decode: its name is enough
             }
@@ -208,7 +236,7 @@ enum AttributeCheck {
             while offset < p.endIndex {
                 let a = attribute(at: offset, in: p)!
                 offset = a.next
-                guard a.type == 2 else { continue }  // NFTA_EXPR_DATA
+                guard a.type == nla(NFTA_EXPR_DATA) else { continue }
                 guard let data = rebuild(p[a.payload], schema), emit(a.rawType, data, into: &out) else { return nil }
                 break  // the first NFTA_EXPR_DATA only
             }
