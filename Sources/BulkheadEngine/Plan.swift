@@ -84,8 +84,13 @@ public struct Plan: Sendable {
     }
 
     /// One sentence on what happens to the table itself, for `plan` and `apply` (nil: nothing).
-    public var tableChangeSummary: String? {
-        switch tableChange {
+    public var tableChangeSummary: String? { Self.summary(of: tableChange) }
+
+    /// The same for the `bridge bulkhead` table.
+    public var bridgeTableChangeSummary: String? { Self.summary(of: bridgeTableChange) }
+
+    static func summary(of change: TableChange?) -> String? {
+        switch change {
         case .replace(let was, let now)?:
             return "the table is replaced: it has flags \(Self.flagNames(was)) and lacks \(Self.flagNames(now.subtracting(was))), "
                 + "which the kernel never adds to an existing table (it was created by another program or restored with nft -f); "

@@ -21,6 +21,9 @@ enum PlanOutput {
         if let table = plan.tableChangeSummary {
             lines.append("Table: " + table + ".")
         }
+        if let table = plan.bridgeTableChangeSummary {
+            lines.append("Bridge table: " + table + ".")
+        }
         let all = plan.opened + plan.closed
         let pairWidth = all.map { "\($0.grant.from) -> \($0.grant.to)".count }.max() ?? 0
         let portWidth = all.map { $0.grant.port.description.count }.max() ?? 0
@@ -89,6 +92,7 @@ enum PlanOutput {
             })),
             ("foreign_rules", .array(plan.foreignRules.map { .string("\($0.chain): \($0)") })),
             ("table", tableJSON(plan)),
+            ("bridge_table", tableJSON(plan.bridgeTableChange, desired: plan.bridgeDesired)),
             ("operations", .object([("total", .int(plan.operationCount))] + plan.operationCounts.map { ($0.0, .int($0.1)) })),
         ]
         if nft { fields.append(("nft", .string(plan.transaction.description + plan.bridgeTransaction.description))) }
@@ -98,11 +102,13 @@ enum PlanOutput {
 
 extension PlanOutput {
     /// `{"change": "none"|"create"|"replace"|"flags", "live_flags": …, "flags": …}`.
-    static func tableJSON(_ plan: Plan) -> JSONValue {
+    static func tableJSON(_ plan: Plan) -> JSONValue { tableJSON(plan.tableChange, desired: plan.desired) }
+
+    static func tableJSON(_ change: Plan.TableChange?, desired: Table) -> JSONValue {
         func flags(_ f: TableFlags) -> JSONValue { .array(Plan.flagNames(f) == "none" ? [] : Plan.flagNames(f).split(separator: ",").map { .string(String($0)) }) }
-        switch plan.tableChange {
-        case nil: return .object([("change", .string("none")), ("flags", flags(plan.desired.flags))])
-        case .create?: return .object([("change", .string("create")), ("flags", flags(plan.desired.flags))])
+        switch change {
+        case nil: return .object([("change", .string("none")), ("flags", flags(desired.flags))])
+        case .create?: return .object([("change", .string("create")), ("flags", flags(desired.flags))])
         case .replace(let was, let now)?: return .object([("change", .string("replace")), ("live_flags", flags(was)), ("flags", flags(now))])
         case .flags(let was, let now)?: return .object([("change", .string("flags")), ("live_flags", flags(was)), ("flags", flags(now))])
         }

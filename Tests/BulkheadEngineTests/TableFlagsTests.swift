@@ -11,9 +11,11 @@ import Testing
     /// The live table the example policies compile to, with `flags`.
     static func live(_ flags: TableFlags) throws -> (PolicySet, Inventory, FakeNetfilter) {
         let (policies, inventory) = try examples()
-        var table = Compiler.compile(policies, inventory).table
+        let compiled = Compiler.compile(policies, inventory)
+        var table = compiled.table, bridge = compiled.bridgeTable
         table.flags = flags
-        return (policies, inventory, FakeNetfilter(tables: [table]))
+        bridge.flags = flags
+        return (policies, inventory, FakeNetfilter(tables: [table, bridge]))
     }
 
     @Test func dormantTableIsWokenUp() throws {
@@ -21,6 +23,7 @@ import Testing
         let plan = try Planner().plan(policies: policies, inventory: inventory, backend: fake)
         #expect(plan.hasChanges, "a dormant table enforces nothing: not 'No changes'")
         #expect(plan.tableChange == .flags(from: [.dormant], to: []))
+        #expect(plan.bridgeTableChange == .flags(from: [.dormant], to: []), "a dormant bridge table binds no port")
         #expect(plan.transaction.operations == [Operation(.add, .table(Table(family: .inet, name: "bulkhead")))])
         #expect(plan.tableChangeSummary == "table flags change from dormant to none (a dormant table enforces nothing)")
         try Planner().apply(plan, to: fake)
