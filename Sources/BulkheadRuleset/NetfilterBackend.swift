@@ -17,7 +17,7 @@
 /// - `apply(_ transactions:expectedGeneration:)` does the same for transactions on several tables
 ///   (`inet bulkhead` and `bridge bulkhead`): one batch, all or nothing; operation indices in
 ///   errors run on across the transactions in order.
-/// - Every error either throws is a `RulesetError`, the one vocabulary of this boundary; callers
+/// - Every error these methods throw is a `RulesetError`, the one vocabulary of this boundary; callers
 ///   classify it with `isStaleGeneration`, `isPermissionDenied`, `isNotFound`, … (`RulesetError`).
 public protocol NetfilterBackend: Sendable {
     func dump(table: TableID) throws -> Table?
