@@ -24,8 +24,9 @@ extension NetlinkNetfilter {
     /// - Returns: the table, or nil when no `NEWTABLE` message names it.
     /// - Throws: `NetfilterError.malformedReply` when the bytes are not a sequence of netlink
     ///   messages (a length running past the end, a header shorter than an nfnetlink header, a
-    ///   message larger than a dump datagram) or an object does not parse; never traps on any
-    ///   input. Rules it cannot read back come out as foreign rules (see `Rule.isUndecoded`).
+    ///   message larger than a dump datagram, an attribute of the wrong size or an unterminated
+    ///   string: see `AttributeCheck`) or an object does not parse; never traps on any input.
+    ///   Rules it cannot read back come out as foreign rules (see `Rule.isUndecoded`).
     public static func decodeDump(messages: [UInt8], table: TableID = TableID(family: .inet, name: "bulkhead")) throws -> Table? {
         let replay = try DumpReplay(messages: messages, family: table.family.number)
         let conn = NetlinkConnection(transport: replay, firstSeq: 1)
@@ -47,7 +48,7 @@ extension NetlinkNetfilter {
 
 /// nf_tables message numbers of a dump (include/uapi/linux/netfilter/nf_tables.h).
 private enum DumpMessage {
-    static let subsystem: UInt16 = 10  // NFNL_SUBSYS_NFTABLES
+    static let subsystem = UInt16(NFNL_SUBSYS_NFTABLES)
     static let newTable = UInt16(NFT_MSG_NEWTABLE.rawValue), getTable = UInt16(NFT_MSG_GETTABLE.rawValue)
     static let newChain = UInt16(NFT_MSG_NEWCHAIN.rawValue), getChain = UInt16(NFT_MSG_GETCHAIN.rawValue)
     static let newRule = UInt16(NFT_MSG_NEWRULE.rawValue), getRule = UInt16(NFT_MSG_GETRULE.rawValue)
