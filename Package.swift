@@ -81,7 +81,7 @@ let package = Package(
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
         ]),
         .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
-            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler",
+            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
         ]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),

@@ -18,12 +18,19 @@ public struct AgentConfiguration: Sendable {
     public var listenPort: Int = 9641
     /// Full compare with the kernel (drift repair) at least this often.
     public var resyncInterval: Duration = .seconds(30)
-    /// How often the ruleset generation is read to notice other writers.
-    public var generationPollInterval: Duration = .seconds(1)
+    /// How often the ruleset generation is read to notice other writers. It bounds how long a
+    /// table deleted behind our back (`nft flush ruleset` on a kernel without table ownership, or
+    /// while no agent held it) stays open before the repair: one GETGEN round trip, cheap at 10/s.
+    public var generationPollInterval: Duration = .milliseconds(100)
     public var policyPollInterval: Duration = .milliseconds(500)
-    /// Backoff after a failure (Docker unreachable, kernel refused): doubles from min to max.
+    /// Backoff after a failure (Docker unreachable, kernel refused): doubles from min to max. The
+    /// cap bounds how long the agent takes to notice that Docker answers again.
     public var minimumBackoff: Duration = .milliseconds(100)
-    public var maximumBackoff: Duration = .seconds(5)
+    public var maximumBackoff: Duration = .milliseconds(500)
+    /// A container list that has not answered within this long is reported (readiness) and
+    /// another one starts beside it, up to `maximumConcurrentLists`; the first answer wins.
+    public var listHedgeInterval: Duration = .seconds(1)
+    public var maximumConcurrentLists = 3
 
     public init(policyPaths: [String]) {
         self.policyPaths = policyPaths
@@ -58,7 +65,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var policies: PolicySet?
         var policySignature: [String] = []
         var inventory: Inventory?
-        var inventoryDirty = true
+        /// Counts what may have changed Docker's state (events, stream gaps, resyncs); the list
+        /// is fresh while `listedChanges` equals it. A count, not a flag: an event that arrives
+        /// while a list is on its way leaves it stale, and clearing a flag at the list's answer
+        /// would lose that event.
+        var changes: UInt64 = 1
+        var listedChanges: UInt64 = 0
         /// Containers whose latest event is `die` or `destroy`. Docker's list lags its events: a
         /// re-list right after `die` can still show the container running with its addresses,
         /// and when no event follows, those addresses would stay members of its services.
@@ -164,7 +176,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
     }
 
-    /// Follows Docker: subscribe to events, list, then mark the inventory dirty on every event.
+    /// Follows Docker: subscribe to events, list, then count a change on every event.
     /// Any gap (stream error) re-lists after a backoff; the rules are never touched meanwhile.
     func followDocker() async {
         var backoff = configuration.minimumBackoff
@@ -172,11 +184,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             let since = Date()
             let events = source.events(since: since.addingTimeInterval(-1))
             do {
-                let inventory = try await source.inventory()
+                let mark = state.withLock { $0.changes }
+                let inventory = try await listInventory()
                 let wasDown = state.withLock { s in
                     let was = !s.dockerUp
                     s.inventory = inventory
-                    s.inventoryDirty = false
+                    s.listedChanges = mark
                     s.departed = []  // a full list after a gap: earlier events say nothing now
                     s.dockerUp = true
                     return was
@@ -184,11 +197,11 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 metrics.set("bulkhead_docker_up", 1)
                 if wasDown { logger.info("docker reachable", metadata: ["containers": "\(inventory.containers.count)"]) }
                 backoff = configuration.minimumBackoff
-                triggers.signal(.docker)
+                triggers.signal(wasDown ? .reachable : .docker)
                 for try await event in events {
                     logger.debug("docker event", metadata: ["event": "\(event)"])
                     state.withLock { s in
-                        s.inventoryDirty = true
+                        s.changes &+= 1
                         switch event.action {
                         case .die, .destroy: s.departed.insert(event.containerID)
                         case .create, .start: s.departed.remove(event.containerID)
@@ -201,12 +214,67 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 throw DockerGap.streamEnded
             } catch {
                 if Task.isCancelled { return }
-                state.withLock { $0.dockerUp = false }
+                // Events in the gap are lost: whatever lists next must not trust the last list.
+                state.withLock { s in
+                    s.dockerUp = false
+                    s.changes &+= 1
+                }
                 metrics.set("bulkhead_docker_up", 0)
                 logger.warning("docker unreachable; keeping the last rules, retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, configuration.maximumBackoff)
             }
+        }
+    }
+
+    /// Lists containers. A dockerd that is slow is not a dockerd that is gone (under a burst of
+    /// starts, dockerd 20.10 took over 10 s to answer a list): when an attempt has not answered
+    /// within `listHedgeInterval`, readiness says so and another attempt starts beside it (at most
+    /// `maximumConcurrentLists` at once); the first answer wins. So the agent converges as soon as
+    /// Docker answers any of them — the old request once dockerd gets to it, or a new one on a
+    /// fresh connection when the old one hangs. Throws when every attempt failed.
+    func listInventory() async throws -> Inventory {
+        enum Step: Sendable { case answer(Result<Inventory, Error>), tick }
+        let source = self.source, interval = configuration.listHedgeInterval
+        return try await withThrowingTaskGroup(of: Step.self) { group in
+            let attempt: @Sendable () async -> Step = {
+                do { return .answer(.success(try await source.inventory())) } catch { return .answer(.failure(error)) }
+            }
+            let tick: @Sendable () async -> Step = {
+                try? await Task.sleep(for: interval)
+                return .tick
+            }
+            group.addTask(operation: attempt)
+            group.addTask(operation: tick)
+            var running = 1, waited = 0
+            while let step = try await group.next() {
+                switch step {
+                case .answer(.success(let inventory)):
+                    group.cancelAll()
+                    return inventory
+                case .answer(.failure(let error)):
+                    running -= 1
+                    if running == 0 || Task.isCancelled {
+                        group.cancelAll()
+                        throw error
+                    }
+                case .tick:
+                    if Task.isCancelled { group.cancelAll(); throw CancellationError() }
+                    waited += 1
+                    let wasUp = state.withLock { s in defer { s.dockerUp = false }; return s.dockerUp }
+                    metrics.set("bulkhead_docker_up", 0)
+                    if wasUp || waited == 1 {
+                        logger.warning("docker has not answered the container list yet; keeping the last rules, asking again beside it",
+                                       metadata: ["waited": "\(interval * waited)", "attempts": "\(running)"])
+                    }
+                    if running < configuration.maximumConcurrentLists {
+                        running += 1
+                        group.addTask(operation: attempt)
+                    }
+                    group.addTask(operation: tick)
+                }
+            }
+            throw CancellationError()
         }
     }
 
@@ -270,13 +338,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         while !Task.isCancelled {
             let reasons = await triggers.next()
             if Task.isCancelled || reasons.isEmpty { return }
-            if await reconcile(reasons) {
-                backoff = configuration.minimumBackoff
-            } else {
-                try? await Task.sleep(for: backoff)
+            var attempt = reasons
+            // Retries wait out the backoff, unless Docker answers again or the policies change
+            // meanwhile: those reconcile at once (the backoff is capped for the same reason).
+            while !Task.isCancelled, await !reconcile(attempt) {
+                attempt = await triggers.next(afterBackoff: backoff, unless: [.reachable, .policy])
                 backoff = min(backoff * 2, configuration.maximumBackoff)
-                triggers.signal(.retry)
             }
+            backoff = configuration.minimumBackoff
         }
     }
 
@@ -289,19 +358,31 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         let started = clock.now
         let reasonText = reasons.map(\.rawValue).sorted().joined(separator: ",")
 
-        // Re-list when Docker said something changed; never fall back to an empty list.
-        if state.withLock({ $0.inventoryDirty && $0.dockerUp }) {
+        // Re-list when Docker said something changed (or may have: a resync re-lists too, in case
+        // an event stream went quiet without ending); never fall back to an empty list. Whether
+        // Docker was reachable last time does not matter: asking is how we find out it is again.
+        let mark: UInt64? = state.withLock { s in
+            if reasons.contains(.resync) { s.changes &+= 1 }
+            return s.changes != s.listedChanges ? s.changes : nil
+        }
+        if let mark {
             do {
-                var inventory = try await source.inventory()
-                state.withLock { s in
+                var inventory = try await listInventory()
+                let wasDown = state.withLock { s in
                     // Trust the events over a list that has not caught up with them yet; forget
                     // the ones the list no longer shows.
                     let listed = Set(inventory.containers.compactMap(\.id))
                     s.departed.formIntersection(listed)
                     inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
                     s.inventory = inventory
-                    s.inventoryDirty = false
+                    s.listedChanges = mark  // events counted since the list was asked for re-list next time
+                    defer { s.dockerUp = true }
+                    return !s.dockerUp
                 }
+                metrics.set("bulkhead_docker_up", 1)
+                if wasDown { logger.info("docker answers again", metadata: ["containers": "\(inventory.containers.count)"]) }
+                // A change counted while the list was on its way: make sure another reconcile follows.
+                if state.withLock({ $0.changes != $0.listedChanges }) { triggers.signal(.docker) }
             } catch {
                 state.withLock { $0.dockerUp = false }
                 metrics.set("bulkhead_docker_up", 0)

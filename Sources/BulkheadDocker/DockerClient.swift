@@ -188,7 +188,10 @@ public struct DockerClient: ContainerSource, Sendable {
                 if ended || Task.isCancelled { return nil }
                 if body == nil {
                     do {
-                        let response = try await client.send("/events", query: DockerClient.eventQuery(since: since), streaming: true)
+                        // Bounded until the answer's head (and an error status's body) is in;
+                        // after that the stream may idle as long as Docker has nothing to say.
+                        let query = DockerClient.eventQuery(since: since), client = self.client
+                        let response = try await client.bounded("GET /events") { try await client.send("/events", query: query, streaming: true) }
                         body = response.body.makeAsyncIterator()
                     } catch {
                         ended = true
@@ -201,18 +204,31 @@ public struct DockerClient: ContainerSource, Sendable {
                 do {
                     chunk = try await body?.next().map { Array($0.readableBytesView) }
                 } catch {
-                    ended = true
+                    end()
                     if Task.isCancelled { return nil }
                     throw client.mapError(error, request: "GET /events")
                 }
                 guard let chunk else {
-                    ended = true
+                    end()
                     if Task.isCancelled { return nil }
                     throw DockerClientError.eventStreamEnded(path: client.endpoint.socketPath)
                 }
-                ready = try decoder.feed(chunk)
+                do {
+                    ready = try decoder.feed(chunk)
+                } catch {
+                    // Whatever follows garbage cannot be trusted either: drop the connection now
+                    // rather than when the stream value happens to be released.
+                    end()
+                    throw error
+                }
             }
             return ready.removeFirst()
+        }
+
+        /// No more events from this stream: a half-read event is dropped with the connection.
+        private func end() {
+            ended = true
+            body = nil
         }
     }
 
@@ -229,13 +245,24 @@ public struct DockerClient: ContainerSource, Sendable {
 
     /// The body of a 2xx answer, within `requestTimeout`.
     func get(_ path: String, query: [(String, String)] = []) async throws(DockerClientError) -> [UInt8] {
-        let request = "GET \(path)"
-        let result: Result<[UInt8], DockerClientError>? = await withTaskGroup(of: Result<[UInt8], DockerClientError>?.self) { group in
+        try await bounded("GET \(path)") {
+            let response = try await self.send(path, query: query, streaming: false)
+            let buffer = try await response.body.collect(upTo: Self.maximumBody)
+            return Array(buffer.readableBytesView)
+        }
+    }
+
+    /// Runs `work` (one request: connect, head, body) within `requestTimeout`.
+    ///
+    /// AsyncHTTPClient's own deadline stops at the response head: a body that stalls half-way
+    /// (dockerd wedged mid-answer, a proxy that hangs) would otherwise hold the caller forever.
+    /// The request is cancelled at the deadline, which closes its connection, so a late answer
+    /// can never be read by the next request on a reused connection.
+    func bounded<T: Sendable>(_ request: String, _ work: @escaping @Sendable () async throws -> T) async throws(DockerClientError) -> T {
+        let result: Result<T, DockerClientError>? = await withTaskGroup(of: Result<T, DockerClientError>?.self) { group in
             group.addTask {
                 do {
-                    let response = try await self.send(path, query: query, streaming: false)
-                    let buffer = try await response.body.collect(upTo: Self.maximumBody)
-                    return .success(Array(buffer.readableBytesView))
+                    return .success(try await work())
                 } catch let error as DockerClientError {
                     return .failure(error)
                 } catch {
@@ -252,7 +279,7 @@ public struct DockerClient: ContainerSource, Sendable {
             return first
         }
         switch result {
-        case .success(let bytes): return bytes
+        case .success(let value): return value
         case .failure(let error): throw error
         case nil:
             if Task.isCancelled { throw .cancelled(request: request) }

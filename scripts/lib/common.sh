@@ -13,6 +13,7 @@ BULKHEAD_PACKAGES=(
     docker.io busybox-static
     util-linux libcap2-bin time procps bc
     python3-scapy
+    firewalld dbus
 )
 
 # Installs whatever of BULKHEAD_PACKAGES is missing. Idempotent; runs apt-get only when needed.
@@ -29,7 +30,27 @@ install_packages() {
             return 1
         fi
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # firewalld is for the coexistence tests, which run their own inside a lab namespace: the
+        # package must not start one on the host itself (it would firewall the machine and Docker),
+        # so it is installed apart with service starts refused (policy-rc.d exit 101).
+        local others=() daemon=()
+        for p in "${missing[@]}"; do
+            if [ "$p" = firewalld ]; then daemon+=("$p"); else others+=("$p"); fi
+        done
+        if [ "${#others[@]}" -gt 0 ]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${others[@]}" >/dev/null
+        fi
+        if [ "${#daemon[@]}" -gt 0 ]; then
+            local own_policy=0
+            if [ ! -e /usr/sbin/policy-rc.d ]; then
+                printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && own_policy=1
+            fi
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${daemon[@]}" >/dev/null || { [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d; return 1; }
+            [ "$own_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
+            if [ -d /run/systemd/system ]; then
+                systemctl disable --now firewalld >/dev/null 2>&1 || true
+            fi
+        fi
     fi
     # Python helpers used by the schema cross-check test.
     if ! python3 -c 'import jsonschema, yaml' 2>/dev/null; then
