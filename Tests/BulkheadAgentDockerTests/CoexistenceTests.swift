@@ -11,6 +11,9 @@ import Foundation
 import Logging
 import Synchronization
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Other firewalls and administrators on the same host: `iptables -F`, `nft flush ruleset`,
 /// firewalld starting and reloading. The agent runs in this process against a lab's host
@@ -162,9 +165,11 @@ final class Firewalld: Sendable {
         throw TestSystem.Failure("firewalld did not answer `firewall-cmd --state` within 60 s")
     }
 
+    /// SIGKILL: a firewalld started from this process inherits a signal mask that blocks SIGTERM
+    /// (Foundation spawns from a dispatch thread), and its rules die with the lab's namespace.
     func stop() {
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(atPath: config)
