@@ -37,6 +37,7 @@ let package = Package(
         .target(name: "BulkheadDocker", dependencies: [
             "BulkheadInventory",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset"]),
         .target(name: "BulkheadAgent", dependencies: [

@@ -20,6 +20,7 @@
 import AsyncHTTPClient
 import BulkheadInventory
 import Foundation
+import NIOHTTP1
 
 /// Talks to dockerd over its unix socket with AsyncHTTPClient (`http+unix`).
 ///
@@ -333,6 +334,13 @@ public struct DockerClient: ContainerSource, Sendable {
             default:
                 break
             }
+        }
+        if let error = error as? HTTPParserError, error == .invalidEOFState {
+            // The connection closed in the middle of a body (a chunk or Content-Length short): for
+            // the event stream, the end of it (a half event is dropped); for anything else, an
+            // answer we must not use.
+            return DockerClientError.diagnoseSocket(at: path)
+                ?? (request == "GET /events" ? .eventStreamEnded(path: path) : .transport(path: path, request: request, detail: "dockerd closed the connection in the middle of its answer"))
         }
         return DockerClientError.diagnoseSocket(at: path) ?? .transport(path: path, request: request, detail: "\(error)")
     }
