@@ -52,6 +52,7 @@ public final class FaultProxy: @unchecked Sendable {
     private var stopped = false
     private var counts: [String: Int] = [:]
     private var faultsServed: [String] = []
+    private var cleanAnswers: [(path: String, at: ContinuousClock.Instant)] = []
     private var openEventStreams = 0
     private var listener: Int32 = -1
     private var threads = 0
@@ -88,6 +89,12 @@ public final class FaultProxy: @unchecked Sendable {
     public func requests(_ path: String) -> Int { lock.withLock { counts[path, default: 0] } }
     /// "GET /containers/json: HTTP 500", in the order the faults were served.
     public var faultLog: [String] { lock.withLock { faultsServed } }
+    /// When the first answer to `path` without a fault was relayed after every injected fault had
+    /// been served: the moment "Docker answers again".
+    public func firstCleanAnswer(to path: String, after: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        lock.withLock { cleanAnswers.first { $0.path == path && $0.at >= after }?.at }
+    }
+
     /// Whether every injected fault has been used up.
     public var injectionsDone: Bool { lock.withLock { rules.allSatisfy { $0.remaining == 0 } } }
     /// Event streams currently relayed.
@@ -189,7 +196,10 @@ public final class FaultProxy: @unchecked Sendable {
         default:
             break
         }
-        if !isStopped { writeAll(client, answer) }
+        if !isStopped {
+            writeAll(client, answer)
+            if fault == nil { lock.withLock { cleanAnswers.append((path, ContinuousClock.now)) } }
+        }
     }
 
     /// Relays an event stream until either side hangs up, or cuts it mid-event when armed.
