@@ -280,6 +280,10 @@ final class CoexistenceLab: @unchecked Sendable {
     func startAgent() async throws {
         var config = AgentConfiguration(policyPaths: [policyDirectory])
         config.listenPort = 0
+        // BULKHEAD_GENERATION_POLL_MS: compare repair times with another poll interval (1000: before issue 8).
+        if let ms = ProcessInfo.processInfo.environment["BULKHEAD_GENERATION_POLL_MS"].flatMap(Int.init) {
+            config.generationPollInterval = .milliseconds(ms)
+        }
         var logger = Logger(label: "bulkhead.agent.coexist")
         logger.logLevel = ProcessInfo.processInfo.environment["BULKHEAD_E2E_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .critical
         let backend = try NetlinkNetfilter(namespace: lab.hostNamespace, ownership: ownershipPreference)
