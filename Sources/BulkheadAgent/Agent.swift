@@ -188,6 +188,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 let inventory = try await listInventory()
                 let wasDown = state.withLock { s in
                     let was = !s.dockerUp
+                    // A reconcile's list asked later may have answered first: keep the newer one.
+                    guard mark >= s.listedChanges else { s.dockerUp = true; return was }
                     s.inventory = inventory
                     s.listedChanges = mark
                     s.departed = []  // a full list after a gap: earlier events say nothing now
@@ -369,6 +371,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             do {
                 var inventory = try await listInventory()
                 let wasDown = state.withLock { s in
+                    defer { s.dockerUp = true }
+                    // A list asked later (by the event follower) may have answered first: keep it.
+                    guard mark >= s.listedChanges else { return !s.dockerUp }
                     // Trust the events over a list that has not caught up with them yet; forget
                     // the ones the list no longer shows.
                     let listed = Set(inventory.containers.compactMap(\.id))
@@ -376,7 +381,6 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
                     s.inventory = inventory
                     s.listedChanges = mark  // events counted since the list was asked for re-list next time
-                    defer { s.dockerUp = true }
                     return !s.dockerUp
                 }
                 metrics.set("bulkhead_docker_up", 1)
