@@ -192,6 +192,12 @@ struct AgentAgainstDocker {
                 }, "\(name) (--restart always) runs again")
             }
             try await waitInSync(agent.backend, good, "Docker back", seconds: 30)
+            // dockerd re-created its chains on the way up (read only: `iptables -S`), ACCEPTs for
+            // traffic within each bridge included; the prober, still running, shows they never
+            // override our drop (issue 8, item 13).
+            let forward = try await Command.run(["iptables", "-S", "FORWARD"])
+            #expect(forward.out.contains("-j DOCKER-USER"), "dockerd re-created its FORWARD chain: \(forward.out.prefix(300))")
+            note("after the restart iptables FORWARD has \(forward.out.split(separator: "\n").count) rules (\(forward.out.split(separator: "\n").filter { $0.contains("ACCEPT") }.count) ACCEPT)")
             try await expectMatrix("dockerd restarted", from: base, network, good)
         }
 
