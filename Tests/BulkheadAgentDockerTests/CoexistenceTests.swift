@@ -92,7 +92,8 @@ struct CoexistenceWithOtherFirewalls {
         }
     }
 
-    /// firewalld (nftables backend) starting in the host namespace, then `firewall-cmd --reload`.
+    /// firewalld (nftables backend) starting in the host namespace, then `firewall-cmd --reload`
+    /// and `--complete-reload`.
     @Test(.timeLimit(.minutes(3)))
     func firewalldStartAndReloadLeaveTheDeniedFlowDenied() async throws {
         try Firewalld.require()
@@ -100,30 +101,48 @@ struct CoexistenceWithOtherFirewalls {
             let firewalld = try await lab.disturbAsync("firewalld starts") { try await Firewalld.start(in: lab.lab.hostNamespace) }
             defer { firewalld.value.stop() }
             #expect(firewalld.report.breaches.isEmpty, "\(firewalld.report)")
+            let own = try TestSystem.run(["ip", "netns", "exec", lab.lab.hostNamespace, "nft", "list", "table", "inet", "firewalld"])
+            #expect(own.status == 0, "firewalld programs its own table beside ours: \(own.err)")
             let reload = try await lab.disturb("firewall-cmd --reload") {
-                try TestSystem.check(["ip", "netns", "exec", lab.lab.hostNamespace, "firewall-cmd", "--reload"])
+                let r = try firewalld.value.command(["--reload"], in: lab.lab.hostNamespace)
+                guard r.status == 0 else { throw TestSystem.Failure("firewall-cmd --reload exited \(r.status): \(r.err)") }
             }
             #expect(reload.breaches.isEmpty, "the denied flow was answered: \(reload)")
             #expect(reload.controlAnsweredAfter > 0, "\(reload)")
             let complete = try await lab.disturb("firewall-cmd --complete-reload") {
-                try TestSystem.check(["ip", "netns", "exec", lab.lab.hostNamespace, "firewall-cmd", "--complete-reload"])
+                let r = try firewalld.value.command(["--complete-reload"], in: lab.lab.hostNamespace)
+                guard r.status == 0 else { throw TestSystem.Failure("firewall-cmd --complete-reload exited \(r.status): \(r.err)") }
             }
             #expect(complete.breaches.isEmpty, "\(complete)")
         }
     }
 }
 
-/// A firewalld of our own inside a namespace, on the system bus (one firewalld per bus, so the
-/// suite is serialized), with a configuration directory of its own (default zone `trusted`: it
-/// accepts what it sees, so Bulkhead's table is the only thing that can drop the denied flow).
+/// A firewalld of our own inside a namespace, on a private bus of our own (a dbus-daemon with the
+/// system bus's configuration on a socket in a temp directory): never on the host's system bus,
+/// where dockerd would see it and route its own iptables rules through it (Docker programs through
+/// firewalld's passthrough when one is on the bus), and where only one firewalld can run. Its
+/// configuration directory is its own too (default zone `trusted`: it accepts what it sees, so
+/// Bulkhead's table is the only thing that can drop the denied flow).
 final class Firewalld: Sendable {
     let process: Process
-    let config: String
+    let bus: Process
+    let directory: String
 
-    init(process: Process, config: String) {
+    init(process: Process, bus: Process, directory: String) {
         self.process = process
-        self.config = config
+        self.bus = bus
+        self.directory = directory
     }
+
+    var environment: [String] { ["env", "DBUS_SYSTEM_BUS_ADDRESS=unix:path=\(directory)/bus"] }
+
+    /// Runs a command with no signals blocked. Children of this test process inherit the mask of
+    /// the dispatch thread that spawned them, which blocks SIGCHLD and SIGTERM: dbus-daemon then
+    /// never notices its activation helper exit (each of firewalld's polkit calls waits out the
+    /// 25 s activation timeout) and firewalld ignores SIGTERM. Nothing in bash can unblock a
+    /// signal; python3 (firewalld's own interpreter) can, then execs the command.
+    static let unblocked = ["python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp(sys.argv[1], sys.argv[1:])"]
 
     static func require() throws {
         for tool in ["firewalld", "firewall-cmd", "dbus-daemon"] where (try? TestSystem.run(["which", tool]).status) != 0 {
@@ -131,48 +150,75 @@ final class Firewalld: Sendable {
         }
     }
 
-    /// Starts the system bus when none runs, then firewalld in `namespace`; returns once it answers.
+    /// `firewall-cmd ARGS` in `namespace`, talking to this firewalld.
+    func command(_ args: [String], in namespace: String) throws -> TestSystem.Output {
+        try TestSystem.run(environment + Self.unblocked + ["ip", "netns", "exec", namespace, "firewall-cmd"] + args)
+    }
+
+    /// Starts the private bus, then firewalld in `namespace`; returns once it answers.
     static func start(in namespace: String) async throws -> Firewalld {
-        if !FileManager.default.fileExists(atPath: "/run/dbus/system_bus_socket") {
-            try FileManager.default.createDirectory(atPath: "/run/dbus", withIntermediateDirectories: true)
-            try TestSystem.check(["dbus-daemon", "--system", "--fork"])
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("bh-firewalld-\(UUID().uuidString)").path
+        // 0755: the bus daemon drops to user messagebus before it creates its socket here.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        // In the foreground, as a child we keep: with --fork, Foundation's Process never saw the
+        // launcher exit (it stayed a zombie and waitUntilExit hung).
+        let bus = Process()
+        bus.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        bus.arguments = unblocked + ["dbus-daemon", "--nofork", "--nopidfile", "--config-file=/usr/share/dbus-1/system.conf", "--address=unix:path=\(directory)/bus"]
+        bus.standardOutput = FileHandle.nullDevice
+        bus.standardError = FileHandle.nullDevice
+        try bus.run()
+        let busClock = ContinuousClock(), busStart = busClock.now
+        while !FileManager.default.fileExists(atPath: directory + "/bus") {
+            guard bus.isRunning, busClock.now - busStart < .seconds(10) else {
+                kill(bus.processIdentifier, SIGKILL)
+                throw TestSystem.Failure("dbus-daemon did not open \(directory)/bus")
+            }
+            try await Task.sleep(for: .milliseconds(20))
         }
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("bh-firewalld-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: config, withIntermediateDirectories: true)
         let conf = (try? String(contentsOfFile: "/etc/firewalld/firewalld.conf", encoding: .utf8)) ?? ""
-        let lines = conf.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
-            if line.hasPrefix("DefaultZone=") { return "DefaultZone=trusted" }
-            if line.hasPrefix("FirewallBackend=") { return "FirewallBackend=nftables" }
-            return String(line)
-        }
-        try (lines.contains { $0.hasPrefix("DefaultZone=") } ? lines : lines + ["DefaultZone=trusted", "FirewallBackend=nftables"])
-            .joined(separator: "\n").write(toFile: config + "/firewalld.conf", atomically: true, encoding: .utf8)
+        var lines = conf.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            .filter { !$0.hasPrefix("DefaultZone=") && !$0.hasPrefix("FirewallBackend=") }
+        lines += ["DefaultZone=trusted", "FirewallBackend=nftables"]
+        try FileManager.default.createDirectory(atPath: directory + "/etc", withIntermediateDirectories: true)
+        try lines.joined(separator: "\n").write(toFile: directory + "/etc/firewalld.conf", atomically: true, encoding: .utf8)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["ip", "netns", "exec", namespace, "firewalld", "--nofork", "--nopid", "--system-config", config]
+        p.arguments = ["DBUS_SYSTEM_BUS_ADDRESS=unix:path=\(directory)/bus"] + unblocked + ["ip", "netns", "exec", namespace,
+                       "firewalld", "--nofork", "--nopid", "--system-config", directory + "/etc"]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
-        try p.run()
-        let f = Firewalld(process: p, config: config)
+        let f = Firewalld(process: p, bus: bus, directory: directory)
+        do {
+            try p.run()
+        } catch {
+            f.stop()
+            throw error
+        }
         let clock = ContinuousClock(), start = clock.now
         while clock.now - start < .seconds(60) {
-            if !p.isRunning { throw TestSystem.Failure("firewalld exited (\(p.terminationStatus)) in \(namespace): is another firewalld on the system bus?") }
-            let state = try? TestSystem.run(["ip", "netns", "exec", namespace, "firewall-cmd", "--state"])
-            if state?.status == 0 { return f }
+            if !p.isRunning {
+                f.stop()
+                throw TestSystem.Failure("firewalld exited (\(p.terminationStatus)) in \(namespace)")
+            }
+            if (try? f.command(["--state"], in: namespace))?.status == 0 { return f }
             try await Task.sleep(for: .milliseconds(200))
         }
         f.stop()
         throw TestSystem.Failure("firewalld did not answer `firewall-cmd --state` within 60 s")
     }
 
-    /// SIGKILL: a firewalld started from this process inherits a signal mask that blocks SIGTERM
-    /// (Foundation spawns from a dispatch thread), and its rules die with the lab's namespace.
+    /// SIGKILL: quick, and firewalld's rules die with the lab's namespace anyway.
     func stop() {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        try? FileManager.default.removeItem(atPath: config)
+        if bus.isRunning {
+            kill(bus.processIdentifier, SIGKILL)
+            bus.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(atPath: directory)
     }
 }
 
