@@ -421,8 +421,11 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 // Claim an existing table once per process. Not tied to the `startup` reason: that
                 // one is usually spent waiting for the first container list, and a table that
                 // needs no change would then stay orphaned (writable by anyone) indefinitely.
-                // A plan with changes claims it in the same batch (the backend re-sends NEWTABLE).
-                if !plan.hasChanges, !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live, bridgeLive: bridgeLive) {
+                // Claimed before any change, not in the change's batch: a batch that changes only
+                // the bridge table (a port binding) re-sends only that table's header, and the
+                // inet table stayed orphaned — deletable by anyone — for as long as the agent ran.
+                if !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live, bridgeLive: bridgeLive) {
+                    state.withLock { $0.adopted = true }
                     plan.baseline = .kernel(generation: adopted)
                 }
             } else {
