@@ -547,7 +547,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// Returns the generation after the claim, nil when there is no table to claim.
     func adoptTable(live: Table?, bridgeLive: Table? = nil) throws -> UInt32? {
         var txs: [Transaction] = []
-        for table in [live, bridgeLive].compactMap({ $0 }) {
+        // Only an orphaned table of ours (persist, owner cleared when its agent exited) can be
+        // claimed; the kernel refuses to add ownership to any other, which the plan replaces.
+        for table in [live, bridgeLive].compactMap({ $0 }) where table.flags.contains(.persist) && !table.flags.contains(.dormant) {
             var tx = Transaction(table: table.id, current: table)
             try tx.add(.table(table.header))
             txs.append(tx)
