@@ -15,6 +15,9 @@ import Testing
 import Glibc
 #endif
 
+// Nested in AgentAgainstDocker (serialized): firewalld and the probes time out under the load of
+// a dockerd restart next to them on two cores.
+extension AgentAgainstDocker {
 /// Other firewalls and administrators on the same host: `iptables -F`, `nft flush ruleset`,
 /// firewalld starting and reloading. The agent runs in this process against a lab's host
 /// namespace (which plays the Docker host) with the lab's inventory as its container source; a
@@ -116,6 +119,7 @@ struct CoexistenceWithOtherFirewalls {
             #expect(complete.breaches.isEmpty, "\(complete)")
         }
     }
+}
 }
 
 /// A firewalld of our own inside a namespace, on a private bus of our own (a dbus-daemon with the

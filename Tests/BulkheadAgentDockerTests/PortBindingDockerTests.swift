@@ -10,6 +10,9 @@ import BulkheadTestSupport
 import Foundation
 import Testing
 
+// Nested in AgentAgainstDocker (serialized): both use the host's one `inet bulkhead` table and
+// remove it at the end, so they must never run at the same time.
+extension AgentAgainstDocker {
 /// Issue 8 items 1-3 against a real dockerd: the Docker source finds each container's host-side
 /// veth (checked against the kernel's own `iflink`/`ifindex`), and while the agent runs, frames
 /// sent from inside a container's network namespace (as a container with CAP_NET_RAW can) with
@@ -119,6 +122,7 @@ struct PortBindingAgainstDocker {
             #expect(agent.metric("bulkhead_port_binding_dropped_packets_total", ["reason": "IPv4 source not the port's"]) >= 1)
         }
     }
+}
 }
 
 /// The EUI-64 link-local address of a MAC (the kernel's default for a container's eth0).
