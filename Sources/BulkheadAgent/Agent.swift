@@ -89,6 +89,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var failures: [Compiler.IdentityFailure] = []
         /// Addresses the last inventory gave containers that are not enrolled (logged on change).
         var rejectedAddresses: [RejectedAddress] = []
+        /// The last list has a container on a bridged network whose port was not found yet.
+        var portsPending = false
     }
 
     public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
@@ -133,6 +135,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     group.addTask { await self.watchGeneration() }
                     group.addTask { await self.periodicResync() }
                     group.addTask { await self.reconcileLoop() }
+                    group.addTask { await self.bindPendingPorts() }
                 }
             }
         } catch is CancellationError {
@@ -191,6 +194,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     // A reconcile's list asked later may have answered first: keep the newer one.
                     guard mark >= s.listedChanges else { s.dockerUp = true; return was }
                     s.inventory = inventory
+                    s.portsPending = Self.hasPendingPorts(inventory)
                     s.listedChanges = mark
                     s.departed = []  // a full list after a gap: earlier events say nothing now
                     s.dockerUp = true
@@ -327,6 +331,38 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
     }
 
+    /// A container's veth can join its bridge a moment after Docker reports the container, and no
+    /// Docker event follows (seen: the last of 20 `docker run`s stayed unbound, so its frames were
+    /// dropped until the next resync). While the last list has such a container, list again soon:
+    /// 50 ms, doubling to at most 1 s, until every port is found.
+    func bindPendingPorts() async {
+        var delay = Duration.milliseconds(50)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: delay)
+            if Task.isCancelled { return }
+            let pending = state.withLock { s in
+                guard s.portsPending else { return false }
+                s.changes &+= 1
+                return true
+            }
+            if pending {
+                triggers.signal(.docker)
+                delay = min(delay * 2, .seconds(1))
+            } else {
+                delay = .milliseconds(50)
+            }
+        }
+    }
+
+    /// Whether some attachment to a bridged network has a MAC but no port yet.
+    static func hasPendingPorts(_ inventory: Inventory) -> Bool {
+        let bridged = Set(inventory.networks.filter { $0.bridge != nil }.map(\.name))
+        guard !bridged.isEmpty else { return false }
+        return inventory.containers.contains { c in
+            c.networks.contains { bridged.contains($0.key) && $0.value.mac != nil && $0.value.port == nil }
+        }
+    }
+
     func periodicResync() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.resyncInterval)
@@ -380,6 +416,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     s.departed.formIntersection(listed)
                     inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
                     s.inventory = inventory
+                    s.portsPending = Self.hasPendingPorts(inventory)
                     s.listedChanges = mark  // events counted since the list was asked for re-list next time
                     return !s.dockerUp
                 }
@@ -487,7 +524,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 ])
             }
             onReconciled(ReconcileReport(reasons: reasons, operations: plan.operationCount,
-                                         containers: inventory.containers.map(\.name), finishedAt: Date(), seconds: seconds))
+                                         containers: inventory.containers.map(\.name), finishedAt: Date(), seconds: seconds,
+                                         script: plan.operationCount > 0 && plan.operationCount <= 20 ? plan.transactions.map(\.description).joined() : ""))
             logger.info("reconciled", metadata: [
                 "reasons": "\(reasonText)",
                 "operations": "\(plan.operationCount)",
@@ -631,6 +669,8 @@ public struct ReconcileReport: Sendable {
     public var finishedAt: Date
     /// From the start of the reconcile to the ack.
     public var seconds: Double
+    /// The nft script of a small change (at most 20 operations; empty otherwise), for logs and tests.
+    public var script: String = ""
 }
 
 extension Plan {

@@ -45,7 +45,8 @@ public struct HostAwareSource: ContainerSource {
         guard !bridged.isEmpty else { return }
         // One host link dump, and every container namespace of the runtime not read before: no
         // Docker API call, so a reconcile stays as fast as it was.
-        let (bridgePorts, sandboxes) = try await Self.onOwnThread { (try finder.bridgePorts(), try finder.sandboxPorts()) }
+        let wanted = Set(inventory.containers.flatMap { $0.networks.values.compactMap(\.mac) })
+        let (bridgePorts, sandboxes) = try await Self.onOwnThread { (try finder.bridgePorts(), try finder.sandboxPorts(wanted: wanted)) }
         var attributed = Set<String>()
         let live = Set(inventory.containers.compactMap(\.id))
         cache.forget(except: live)

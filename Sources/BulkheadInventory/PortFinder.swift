@@ -10,5 +10,8 @@ public protocol PortFinder: Sendable {
     /// Every container interface found in the runtime's namespace directory (Docker's
     /// `/var/run/docker/netns`), by MAC → host-side port; nil when there is no such directory.
     /// A MAC seen in two namespaces is left out (a container that changed its MAC to another's).
-    func sandboxPorts() throws -> [String: String]?
+    /// `wanted` are the MACs the runtime reports for its containers: a namespace read earlier is
+    /// read again unless every MAC it had is wanted (Docker moves a veth into the container's
+    /// namespace first and sets its MAC there afterwards, so an early read can see a random one).
+    func sandboxPorts(wanted: Set<String>) throws -> [String: String]?
 }

@@ -69,6 +69,17 @@ public enum LinkTable {
     }
 
     static func dump(fd: Int32, what: String) throws -> [LinkInfo] {
+        // A dump that links changed under (NLM_F_DUMP_INTR: veths come and go while containers
+        // start and stop) may miss some: a container whose veth was left out would be unbound and
+        // its frames dropped. Ask again; only a consistent dump counts.
+        for attempt in 1...5 {
+            let (links, interrupted) = try dumpOnce(fd: fd, what: what, sequence: UInt32(attempt))
+            if !interrupted { return links }
+        }
+        throw NetfilterError.malformedReply("the link dump of \(what) was interrupted by changes 5 times in a row (NLM_F_DUMP_INTR)")
+    }
+
+    static func dumpOnce(fd: Int32, what: String, sequence: UInt32) throws -> (links: [LinkInfo], interrupted: Bool) {
         // nlmsghdr (16) + ifinfomsg (16, family AF_UNSPEC): every link.
         var request = [UInt8](repeating: 0, count: 32)
         func put32(_ v: UInt32, at i: Int) { for k in 0..<4 { request[i + k] = UInt8((v >> (8 * UInt32(k))) & 0xff) } }
@@ -76,12 +87,13 @@ public enum LinkTable {
         put32(32, at: 0)
         put16(rtmGetLink, at: 4)
         put16(0x1 | 0x300, at: 6)  // NLM_F_REQUEST | NLM_F_DUMP
-        put32(1, at: 8)
+        put32(sequence, at: 8)
         let sent = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         if sent != request.count {
             throw NetfilterError.systemCall(call: "send(RTM_GETLINK)", errno: errno, context: "listing network interfaces of \(what)")
         }
         var links: [LinkInfo] = []
+        var interrupted = false
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -90,27 +102,30 @@ public enum LinkTable {
                 throw NetfilterError.systemCall(call: "recv(RTM_GETLINK)", errno: errno, context: "listing network interfaces of \(what)")
             }
             if n == 0 { throw NetfilterError.malformedReply("rtnetlink closed the link dump of \(what) early") }
-            let (batch, done) = try parse(buffer[0..<n], what: what)
-            links += batch
-            if done { return links }
+            let part = try parse(buffer[0..<n], what: what)
+            links += part.links
+            interrupted = interrupted || part.interrupted
+            if part.done { return (links, interrupted) }
         }
     }
 
     /// Parses one datagram of the dump; `done` when it held `NLMSG_DONE`.
-    static func parse(_ data: ArraySlice<UInt8>, what: String) throws -> (links: [LinkInfo], done: Bool) {
+    static func parse(_ data: ArraySlice<UInt8>, what: String) throws -> (links: [LinkInfo], done: Bool, interrupted: Bool) {
         func u16(_ i: Int) -> UInt16 { UInt16(data[i]) | UInt16(data[i + 1]) << 8 }
         func u32(_ i: Int) -> UInt32 { UInt32(u16(i)) | UInt32(u16(i + 2)) << 16 }
         var links: [LinkInfo] = []
+        var interrupted = false
         var at = data.startIndex
         while at + 16 <= data.endIndex {
             let length = Int(u32(at)), type = u16(at + 4)
+            if u16(at + 6) & 0x10 != 0 { interrupted = true }  // NLM_F_DUMP_INTR
             guard length >= 16, at + length <= data.endIndex else {
                 throw NetfilterError.malformedReply("rtnetlink message of \(length) bytes in a \(data.count)-byte reply (link dump of \(what))")
             }
             let end = at + length
             switch type {
             case nlmsgDone:
-                return (links, true)
+                return (links, true, interrupted)
             case nlmsgError:
                 let code = at + 20 <= end ? -Int32(bitPattern: u32(at + 16)) : 0
                 throw NetfilterError.systemCall(call: "RTM_GETLINK", errno: code, context: "listing network interfaces of \(what)")
@@ -141,7 +156,7 @@ public enum LinkTable {
             }
             at += (length + 3) & ~3
         }
-        return (links, false)
+        return (links, false, interrupted)
     }
 }
 
@@ -181,7 +196,7 @@ public final class NetlinkPortFinder: PortFinder, @unchecked Sendable {
         try LinkTable.hostPorts(containerNamespace: containerNamespace, hostLinks: try LinkTable.dump(namespace: namespace))
     }
 
-    public func sandboxPorts() throws -> [String: String]? {
+    public func sandboxPorts(wanted: Set<String>) throws -> [String: String]? {
         guard let files = try? FileManager.default.contentsOfDirectory(atPath: sandboxDirectory) else { return nil }
         let hostLinks = Dictionary(try LinkTable.dump(namespace: namespace).map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
         let host = hostLinks.mapValues(\.name)
@@ -195,8 +210,11 @@ public final class NetlinkPortFinder: PortFinder, @unchecked Sendable {
                 seen.insert(file)
                 // A cached file is re-read when any of its ports is gone or renumbered (a network
                 // disconnected and connected again gives the container a new veth).
+                // A cached file is also re-read when it has a MAC the runtime does not report (read
+                // before the runtime set the container's MAC, or a container that changed it).
                 var ports = scanned[file].flatMap { entry in
-                    entry.inode == UInt64(st.st_ino) && entry.ports.values.allSatisfy({ host[$0.index] == $0.name }) ? entry.ports : nil
+                    entry.inode == UInt64(st.st_ino) && entry.ports.values.allSatisfy({ host[$0.index] == $0.name })
+                        && entry.ports.keys.allSatisfy(wanted.contains) ? entry.ports : nil
                 }
                 if ports == nil {
                     // Unreadable (a namespace being torn down) or not wired yet: try again next time.

@@ -101,7 +101,7 @@ struct AgentAgainstDocker {
         // MARK: Agent 2: adopts the table; edit, break, drift, Docker outage.
         try await RunningAgent.with(policies, kernel) { agent in
             let first = try #require(agent.reports.first)
-            note("new agent's first reconcile: \(first.operations) operations (the table was adopted as it was)")
+            note("new agent's first reconcile: \(first.operations) operations (the table was adopted as it was)\(first.script.isEmpty ? "" : ":\n" + first.script)")
             #expect(first.operations == 0, "nothing changed while no agent ran, so the new agent changes nothing")
             if agent.backend.ownership == .ownerPersist {
                 let foreign = try await Command.run(["nft", "delete", "table", "inet", "bulkhead"])

@@ -13,7 +13,7 @@ struct PortFindingTests {
         var byNamespace: [String: [String: String]] = [:]
         func bridgePorts() throws -> [String: [String]] { bridges }
         func hostPorts(containerNamespace: String) throws -> [String: String] { byNamespace[containerNamespace] ?? [:] }
-        func sandboxPorts() throws -> [String: String]? { sandboxes }
+        func sandboxPorts(wanted: Set<String>) throws -> [String: String]? { sandboxes }
     }
 
     static func inventory() -> Inventory {
