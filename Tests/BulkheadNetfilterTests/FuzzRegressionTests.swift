@@ -1,0 +1,19 @@
+import BulkheadRuleset
+import Testing
+@testable import BulkheadNetfilter
+
+/// Inputs `scripts/fuzz.sh` found to crash the dump decoders (target `netlink`), kept as tests.
+/// Each is what a dump hands the decoder when someone else wrote our table.
+struct NetlinkFuzzRegressionTests {
+    /// fuzz netlink, crash-94440807: an interval set of interface names whose key is not UTF-8.
+    /// The name decoded to 16 U+FFFD (48 bytes) and padding it to 16 bytes trapped with
+    /// "Can't construct Array with count < 0" — a crash of `plan`, `apply` and the agent.
+    @Test func anIntervalOfInterfaceNamesThatAreNotUTF8DecodesAsAPlainRange() {
+        let set = NFTSet(name: "foreign", key: KeyType(.ifname), flags: [.interval])
+        let key = [UInt8](repeating: 0xff, count: 16)
+        let decoded = ElementEncoding.modelElements([KernelElement(key: key, flags: 0, data: nil)], of: set)
+        let name = Value.ifname(String(repeating: "\u{FFFD}", count: 16))
+        #expect(decoded.undecodable == 0)
+        #expect(decoded.elements == [SetElement(key: [.between(name, name)])])
+    }
+}
