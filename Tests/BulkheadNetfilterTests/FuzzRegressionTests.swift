@@ -17,3 +17,21 @@ struct NetlinkFuzzRegressionTests {
         #expect(decoded.elements == [SetElement(key: [.between(name, name)])])
     }
 }
+
+extension NetlinkFuzzRegressionTests {
+    /// fuzz netlink, crash-10225a52 (issue 8, item 6): a 2-byte load of `ip saddr` compared
+    /// against 8 bytes, which the kernel accepts. Padding the compare to the address length
+    /// trapped with "Can't construct Array with count < 0"; it must read back as a foreign rule.
+    @Test func aCompareLongerThanItsLoadIsAForeignRule() {
+        let expressions: [KernelExpression] = [
+            .payload(base: PayloadBase.network.rawValue, offset: 12, length: 2, dreg: KernelExpression.reg1),
+            .cmp(sreg: KernelExpression.reg1, op: NFT.cmpEq, data: [10, 0, 0, 1, 0, 0, 0, 0]),
+            .verdict(code: 1, chain: nil),
+        ]
+        let rule = Delinearizer(family: .ip, anonymousSets: [:])
+            .rule(chain: "forward", handle: 7, expressions: expressions, userdata: [])
+        #expect(rule.statements.isEmpty)
+        #expect(rule.comment?.hasPrefix(Delinearizer.foreignMarker) == true)
+        #expect(rule.handle == 7)
+    }
+}
