@@ -43,7 +43,9 @@ for t in "${targets[@]}"; do
     out=$scratch/fuzz-$t.log
     echo "==> fuzz $t for ${seconds} s"
     rc=0
-    BULKHEAD_FUZZ_TARGET=$t "$bin" "$work" "$seeds" \
+    dict=()
+    [ -f "Tests/Fuzz/dict/$t.dict" ] && dict=(-dict="Tests/Fuzz/dict/$t.dict")
+    BULKHEAD_FUZZ_TARGET=$t "$bin" "$work" "$seeds" "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$crashes/" > "$out" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
