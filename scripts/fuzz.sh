@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/common.sh
 
 seconds=${1:-60}
-read -r -a targets <<< "${FUZZ_TARGETS:-policy inventory netlink docker http}"
+read -r -a targets <<< "${FUZZ_TARGETS:-policy inventory netlink delinearize docker http}"
 scratch=.build-fuzz
 
 echo "==> swift build (fuzzers: -sanitize=fuzzer,address) in $scratch"

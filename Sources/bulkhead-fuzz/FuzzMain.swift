@@ -13,7 +13,8 @@ struct FuzzTarget: Sendable {
 let fuzzTargets: [FuzzTarget] = [
     FuzzTarget(name: "policy", summary: "policy YAML (NUL separates files) -> PolicyLoader.load(sources:), then compile", run: PolicyFuzz.run),
     FuzzTarget(name: "inventory", summary: "inventory YAML/JSON -> InventoryLoader.load, then lint and compile", run: InventoryFuzz.run),
-    FuzzTarget(name: "netlink", summary: "kernel expressions and set elements as dumped -> Delinearizer / ElementEncoding", run: NetlinkFuzz.run),
+    FuzzTarget(name: "netlink", summary: "netlink messages of a table dump -> NetlinkNetfilter.decodeDump (the whole dump path)", run: DumpFuzz.run),
+    FuzzTarget(name: "delinearize", summary: "one set's elements and one rule's expressions as libnftnl hands them over -> ElementEncoding, Delinearizer", run: DelinearizeFuzz.run),
     FuzzTarget(name: "docker", summary: "Engine API JSON (lists, inspect) and the /events byte stream -> models and inventory", run: DockerFuzz.run),
     FuzzTarget(name: "http", summary: "bytes from a client -> the agent's HTTP connection pipeline on an EmbeddedChannel", run: HTTPFuzz.run),
 ]
@@ -69,13 +70,18 @@ enum FuzzMain {
 enum FuzzMain {
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
+        if args.count == 2, args[0] == "--write-delinearize-seeds" {
+            // This corpus is generated (its byte layout is ours), from the example table.
+            for (i, seed) in DelinearizeFuzz.seeds().enumerated() {
+                save(seed, to: args[1] + "/table-\(i < 10 ? "0" : "")\(i)")
+            }
+            return
+        }
         if args.count == 2, args[0] == "--write-netlink-seeds" {
-            // The netlink corpus is generated (its byte layout is ours), from the example table.
-            for (i, seed) in NetlinkFuzz.seeds().enumerated() {
-                let path = args[1] + "/table-\(i < 10 ? "0" : "")\(i)"
-                guard let f = fopen(path, "wb") else { fail("cannot write \(path)") }
-                _ = seed.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-                fclose(f)
+            do {
+                try DumpSeeds.write(to: args[1])
+            } catch {
+                fail("cannot record the seed dumps: \(error)")
             }
             return
         }
@@ -93,6 +99,12 @@ enum FuzzMain {
         }
         print("replayed \(count) inputs through \(target.name)")
     }
+}
+
+func save(_ bytes: [UInt8], to path: String) {
+    guard let f = fopen(path, "wb") else { fail("cannot write \(path)") }
+    _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+    fclose(f)
 }
 
 enum Replay {

@@ -165,7 +165,7 @@ extension NetlinkCase {
     }
 }
 
-enum NetlinkFuzz {
+enum DelinearizeFuzz {
     static func run(_ bytes: [UInt8]) {
         let c = NetlinkCase.decode(bytes)
         _ = TableDumper.keyType(c.keyTypeID)
@@ -223,7 +223,7 @@ enum NetlinkFuzz {
     }
 }
 #else
-enum NetlinkFuzz {
+enum DelinearizeFuzz {
     /// The dump decoders are internal to BulkheadNetfilter: only a debug build (testable) reaches them.
     static func run(_ bytes: [UInt8]) {}
     static func seeds() -> [[UInt8]] { [] }
