@@ -32,6 +32,7 @@ bin="$scratch/debug/bulkhead-fuzz"
 
 # The Swift runtime's backtracer would take over the signal libFuzzer needs to save the input.
 export SWIFT_BACKTRACE=enable=no
+export LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan.supp:print_suppressions=0"
 status=0
 summary=()
 for t in "${targets[@]}"; do
@@ -48,8 +49,8 @@ for t in "${targets[@]}"; do
     BULKHEAD_FUZZ_TARGET=$t "$bin" "$work" "$seeds" "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$crashes/" > "$out" 2>&1 || rc=$?
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out")
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out")
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -1)
     cov=$(grep -Eo 'cov: [0-9]+' "$out" | tail -1 | cut -d' ' -f2)
     corpus=$(find "$work" -type f | wc -l)
     if [ "$rc" -ne 0 ]; then

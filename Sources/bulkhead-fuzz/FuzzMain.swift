@@ -36,6 +36,12 @@ func fail(_ message: String) -> Never {
     exit(2)
 }
 
+func save(_ bytes: [UInt8], to path: String) {
+    guard let f = fopen(path, "wb") else { fail("cannot write \(path)") }
+    _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
+    fclose(f)
+}
+
 #if FUZZING
 // Built with -sanitize=fuzzer: libFuzzer owns `main` and calls this for every input.
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -99,12 +105,6 @@ enum FuzzMain {
         }
         print("replayed \(count) inputs through \(target.name)")
     }
-}
-
-func save(_ bytes: [UInt8], to path: String) {
-    guard let f = fopen(path, "wb") else { fail("cannot write \(path)") }
-    _ = bytes.withUnsafeBytes { fwrite($0.baseAddress, 1, $0.count, f) }
-    fclose(f)
 }
 
 enum Replay {
