@@ -69,6 +69,16 @@ let package = Package(
             "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker",
         ]),
 
+        // libFuzzer targets (scripts/fuzz.sh builds them with -sanitize=fuzzer,address -DFUZZING);
+        // the ordinary build compiles the same targets into a replayer, so they never rot.
+        .executableTarget(name: "bulkhead-fuzz", dependencies: [
+            "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadNetfilter",
+            "BulkheadDocker", "BulkheadAgent",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+
         .testTarget(name: "BulkheadPolicyTests", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadYAML"]),
         .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),

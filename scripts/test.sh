@@ -49,6 +49,13 @@ run_tests main --skip BulkheadAgentDockerTests --skip BulkheadAgentTests --skip 
 run_tests async --filter BulkheadAgentTests --filter BulkheadDockerTests || status=$?
 run_tests dockerd --filter BulkheadAgentDockerTests || status=$?
 
+# 4. the fuzzers, a short run each (FUZZ_SECONDS, default 15) from the committed seeds: a crash fails
+#    the run. Their build has its own scratch path (.build-fuzz) and sanitizers.
+fuzz_status=0
+echo "==> scripts/fuzz.sh ${FUZZ_SECONDS:-15}"
+scripts/fuzz.sh "${FUZZ_SECONDS:-15}" || fuzz_status=$?
+[ "$fuzz_status" -eq 0 ] || status=$fuzz_status
+
 # A plain closing line: Swift Testing's summaries, restated as "N passed, N failed".
 total=0
 failed=0
@@ -58,7 +65,7 @@ for name in main async dockerd; do
     total=$((total + ${n:-0}))
     failed=$((failed + f))
 done
-echo "tests: $((total - failed)) passed, $failed failed"
+echo "tests: $((total - failed)) passed, $failed failed$([ "$fuzz_status" -eq 0 ] || echo "; a fuzzer crashed")"
 if [ "$total" -eq 0 ]; then
     echo "error: no test ran" >&2
     exit 1

@@ -30,21 +30,28 @@ public struct HTTPEndpoint: Sendable {
     /// Binds, calls `onBound` with the bound port (useful with port 0), and serves until the task
     /// is cancelled.
     public func run(onBound: @Sendable (Int) -> Void = { _ in }) async throws {
-        let handler = self.handler
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline().flatMap {
-                    channel.pipeline.addHandler(RequestHandler(handler: handler))
-                }
-            }
+            .childChannelInitializer(connectionInitializer())
             .bind(host: host, port: port).get()
         onBound(channel.localAddress?.port ?? port)
         await withTaskCancellationHandler {
             try? await channel.closeFuture.get()
         } onCancel: {
             channel.close(promise: nil)
+        }
+    }
+
+    /// Installs the whole per-connection pipeline (NIO's HTTP/1.1 server handlers and ours) on an
+    /// accepted connection. One function for the server and for the HTTP fuzzer, which runs it on
+    /// an `EmbeddedChannel`: whatever guards the real connections is what gets fuzzed.
+    public func connectionInitializer() -> @Sendable (any Channel) -> EventLoopFuture<Void> {
+        let handler = self.handler
+        return { channel in
+            channel.pipeline.configureHTTPServerPipeline().flatMap {
+                channel.pipeline.addHandler(RequestHandler(handler: handler))
+            }
         }
     }
 

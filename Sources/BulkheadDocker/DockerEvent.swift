@@ -103,7 +103,10 @@ struct DockerEventDecoder {
               let actorID = wire.actor?.id
         else { return nil }
         let attributes = wire.actor?.attributes ?? [:]
-        let nanos = wire.timeNano ?? (wire.time ?? 0) * 1_000_000_000
+        // `time` is in seconds: past 2262 (Int64 nanoseconds) the product would trap, so it saturates.
+        let seconds = wire.time ?? 0
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        let nanos = wire.timeNano ?? (overflow ? (seconds < 0 ? .min : .max) : product)
         switch type {
         case .container:
             let name = attributes["name"].map { $0.hasPrefix("/") ? String($0.dropFirst()) : $0 }

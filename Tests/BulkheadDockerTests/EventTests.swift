@@ -110,3 +110,22 @@ struct FakeContainerSourceTests {
         #expect(source.openStreams == 0)
     }
 }
+
+/// Inputs that crashed the Docker decoders (fuzz target `docker`, Tests/Fuzz), kept as tests.
+struct DockerFuzzRegressionTests {
+    /// An event with `time` (seconds) but no `timeNano`, past the year 2262: converting it to
+    /// nanoseconds overflowed Int64 and trapped, which stopped the agent on one line of /events.
+    @Test func anEventTimeBeyondInt64NanosecondsSaturates() throws {
+        var decoder = DockerEventDecoder()
+        let lines = #"""
+        {"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{"name":"web"}},"time":10000000000}
+        {"Type":"container","Action":"start","Actor":{"ID":"c2","Attributes":{"name":"db"}},"time":-10000000000}
+
+        """#
+        let events = try decoder.feed(Array(lines.utf8))
+        #expect(events == [
+            DockerEvent(action: .start, containerID: "c1", containerName: "web", timeNano: .max),
+            DockerEvent(action: .start, containerID: "c2", containerName: "db", timeNano: .min),
+        ])
+    }
+}
