@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries. Only BulkheadYAML imports CYAML; only BulkheadNetfilter imports CNetfilter.
@@ -29,6 +31,9 @@ let package = Package(
         // Kernel and libnftnl macros, wrapped as functions so Swift never re-derives them.
         .target(name: "CNetfilterShim", dependencies: ["CNetfilter"]),
 
+        // Escaping for every byte that leaves the process (terminal, workflow commands, JSON,
+        // Prometheus labels, logs): one owner per destination, no dependencies.
+        .target(name: "BulkheadEscaping"),
         .target(name: "BulkheadYAML", dependencies: ["CYAML"]),
         .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
@@ -42,11 +47,14 @@ let package = Package(
         .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset"]),
         .target(name: "BulkheadAgent", dependencies: [
             "BulkheadEngine", "BulkheadDocker", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
+            "BulkheadEscaping",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
         .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "CNetfilter", "CNetfilterShim"]),
@@ -54,7 +62,7 @@ let package = Package(
             name: "bulkhead",
             dependencies: [
                 "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
-                "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent",
+                "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent", "BulkheadEscaping",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -86,7 +94,7 @@ let package = Package(
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",

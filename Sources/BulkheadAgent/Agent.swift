@@ -31,6 +31,12 @@ public struct AgentConfiguration: Sendable {
     /// another one starts beside it, up to `maximumConcurrentLists`; the first answer wins.
     public var listHedgeInterval: Duration = .seconds(1)
     public var maximumConcurrentLists = 3
+    /// Timeouts, size and connection limits of the HTTP port.
+    public var http = HTTPEndpoint.Limits()
+    /// A policy reload still running after this long is reported as stalled (log, metric, /readyz).
+    public var policyReloadTimeout: Duration = .seconds(10)
+    /// Reads the policy files a walk found (tests inject a slow one).
+    public var loadPolicyFiles: @Sendable (PolicyFiles) -> PolicyLoader.Result = { PolicyLoader.load($0) }
 
     public init(policyPaths: [String]) {
         self.policyPaths = policyPaths
@@ -64,6 +70,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     struct State {
         var policies: PolicySet?
         var policySignature: [String] = []
+        /// Why the policies on disk are not the ones enforced (reload failed, refused or stalled).
+        var policyProblem: String?
         var inventory: Inventory?
         /// Counts what may have changed Docker's state (events, stream gaps, resyncs); the list
         /// is fresh while `listedChanges` equals it. A count, not a flag: an event that arrives
@@ -113,15 +121,16 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         describeMetrics()
     }
 
-    /// True once a reconcile has succeeded while Docker is reachable and policies are loaded.
+    /// True once a reconcile has succeeded while Docker is reachable, the policies on disk are the
+    /// ones loaded (a reload that failed, was refused or stalls makes it false), and every identity
+    /// is programmed.
     public var isReady: Bool {
-        state.withLock { $0.reconciledOnce && $0.dockerUp && $0.policies != nil && $0.failures.isEmpty }
+        state.withLock { $0.reconciledOnce && $0.dockerUp && $0.policies != nil && $0.failures.isEmpty && $0.policyProblem == nil }
     }
 
     public func run() async throws {
         logger.info("agent starting", metadata: ["policies": "\(configuration.policyPaths.joined(separator: ","))",
                                                  "listen": "\(configuration.listenHost):\(configuration.listenPort)"])
-        loadPolicies(initial: true)
         triggers.signal(.startup)
         // Graceful shutdown (SIGTERM, SIGINT) cancels every loop: the event stream, the HTTP
         // server and the sleeps all end on cancellation, so the process exits promptly. A reconcile
@@ -147,7 +156,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     // MARK: - Loops
 
     func serveHTTP() async throws {
-        let endpoint = HTTPEndpoint(host: configuration.listenHost, port: configuration.listenPort) { [self] path in
+        let endpoint = HTTPEndpoint(host: configuration.listenHost, port: configuration.listenPort, limits: configuration.http,
+                                    onClose: { [metrics] reason in metrics.increment("bulkhead_http_connections_closed_total", labels: ["reason": reason.rawValue]) },
+                                    onOpenCount: { [metrics] open in metrics.set("bulkhead_http_connections", Double(open)) }) { [self] path in
             switch path {
             case "/metrics":
                 refreshKernelCounters()
@@ -166,9 +177,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         })
     }
 
-    /// Why `/readyz` answers 503 ("ready" when it does not).
+    /// Why `isReady` is false ("ready" when it is true): the body of a 503 from `/readyz`.
     public func readinessProblem() -> String {
         state.withLock { s in
+            if let problem = s.policyProblem { return "not ready: \(problem)" }
             if s.policies == nil { return "not ready: no valid policies loaded" }
             if !s.dockerUp { return "not ready: Docker is unreachable (the last rules stay enforced)" }
             if !s.reconciledOnce { return "not ready: first reconcile has not succeeded yet" }
@@ -286,39 +298,72 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     enum DockerGap: Error { case streamEnded }
 
+    /// Reloads policies when their files change. Each reload runs on a thread of its own
+    /// (`BlockingJob`): one overdue by `policyReloadTimeout` is reported as stalled and no other
+    /// starts until it ends, so a hung filesystem never blocks the agent's other loops.
     func watchPolicies() async {
+        let job = BlockingJob<PolicyWatcher.Outcome>()
+        let watcher = PolicyWatcher(paths: configuration.policyPaths, load: configuration.loadPolicyFiles)
+        var stallReported = false
         while !Task.isCancelled {
+            if let outcome = job.take() {
+                if stallReported { logger.notice("policy reload finished after stalling") }
+                stallReported = false
+                if case .loaded(let signature, let result) = outcome { applyPolicies(result, signature: signature) }
+            } else if let elapsed = job.elapsed {
+                if elapsed > configuration.policyReloadTimeout, !stallReported {
+                    stallReported = true
+                    let problem = "policy reload stalled: reading \(configuration.policyPaths.joined(separator: ", ")) has not finished after \(elapsed); the last good policies stay enforced"
+                    metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "stalled"])
+                    state.withLock { $0.policyProblem = problem }
+                    logger.error("policy reload stalled; the last good policies stay enforced", metadata: [
+                        "paths": "\(configuration.policyPaths.joined(separator: ","))", "elapsed": "\(elapsed)"])
+                }
+                // Poll a running reload often: the first load gates the first reconcile.
+                try? await Task.sleep(for: min(configuration.policyPollInterval, .milliseconds(10)))
+                continue
+            } else {
+                let known = state.withLock { $0.policySignature }
+                _ = job.start { watcher.reload(unless: known) }
+                continue
+            }
             try? await Task.sleep(for: configuration.policyPollInterval)
-            if Task.isCancelled { return }
-            loadPolicies(initial: false)
         }
     }
 
-    /// Reloads policies when their files changed; keeps the last good ones when the new ones have errors.
-    func loadPolicies(initial: Bool) {
-        let signature = PolicyWatcher(paths: configuration.policyPaths).signature()
-        let changed = state.withLock { s in
-            guard s.policySignature != signature else { return false }
-            s.policySignature = signature
-            return true
-        }
-        guard changed else { return }
-        let loaded = PolicyLoader.load(paths: configuration.policyPaths)
+    /// Takes a finished reload: enforces it when it is valid and its files are safe; otherwise keeps
+    /// the last good policies and says why (log, metric, /readyz).
+    func applyPolicies(_ loaded: PolicyLoader.Result, signature: [String]) {
+        state.withLock { $0.policySignature = signature }
         let errors = loaded.diagnostics.filter { $0.severity == .error }
-        if !errors.isEmpty {
-            metrics.set("bulkhead_policy_errors", Double(errors.count))
-            metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "invalid"])
-            for d in errors { logger.error("invalid policy", metadata: ["diagnostic": "\(d.formatted)"]) }
-            let kept = state.withLock { $0.policies != nil }
-            logger.error(kept ? "policy edit rejected; the last good policies stay enforced" : "no valid policies yet; nothing is programmed until they are fixed",
-                         metadata: ["errors": "\(errors.count)"])
+        // sshd's StrictModes: whoever can write a policy can open any flow, so a policy file or
+        // directory that others can write (or that another user owns) is refused, not enforced.
+        let insecure = loaded.diagnostics.filter { $0.code == .insecurePermissions }
+        let kept = state.withLock { $0.policies != nil }
+        let keeping = kept ? "the last good policies stay enforced" : "nothing is programmed until they are fixed"
+        if !errors.isEmpty || !insecure.isEmpty {
+            let refused = errors.isEmpty
+            metrics.set("bulkhead_policy_errors", Double(errors.count + insecure.count))
+            metrics.increment("bulkhead_policy_reloads_total", labels: ["result": refused ? "refused" : "invalid"])
+            for d in errors + insecure { logger.error(refused ? "insecure policy file" : "invalid policy", metadata: ["diagnostic": "\(d.formatted)"]) }
+            let first = (errors.first ?? insecure[0]).formatted
+            let problem = refused
+                ? "policies refused: \(insecure.count) insecure file permission\(insecure.count == 1 ? "" : "s") (first: \(first)); \(keeping)"
+                : "policy reload failed: \(errors.count) error\(errors.count == 1 ? "" : "s") (first: \(first)); \(keeping)"
+            state.withLock { $0.policyProblem = problem }
+            logger.error(refused ? "policies refused: insecure permissions; \(keeping)" : "policy edit rejected; \(keeping)",
+                         metadata: ["errors": "\(errors.count + insecure.count)"])
             return
         }
         metrics.set("bulkhead_policy_errors", 0)
         metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "loaded"])
-        state.withLock { $0.policies = loaded.policies }
+        state.withLock {
+            $0.policies = loaded.policies
+            $0.policyProblem = nil
+        }
+        for d in loaded.diagnostics where d.code == .skippedEntry { logger.warning("policy directory entry skipped", metadata: ["diagnostic": "\(d.formatted)"]) }
         logger.info("policies loaded", metadata: ["files": "\(loaded.files.count)", "segments": "\(loaded.policies.segments.count)"])
-        if !initial { triggers.signal(.policy) }
+        triggers.signal(.policy)
     }
 
     func watchGeneration() async {
@@ -608,7 +653,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_managed_containers", type: "gauge", "Containers that match some service.")
         metrics.describe("bulkhead_docker_up", type: "gauge", "1 while the Docker API answers.")
         metrics.describe("bulkhead_policy_errors", type: "gauge", "Errors in the policy files on disk (the last good policies stay enforced).")
-        metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid).")
+        metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid, refused, stalled).")
+        metrics.describe("bulkhead_http_connections", type: "gauge", "Open connections to the agent's HTTP port.")
+        metrics.describe("bulkhead_http_connections_closed_total", type: "counter", "Connections the HTTP port closed, by reason (evicted, refused, idle_timeout, header_timeout, too_large, method_not_allowed).")
         metrics.describe("bulkhead_flow_packets_total", type: "counter", "Packets of new connections allowed, per flow (file:line), from the kernel's counters.")
         metrics.describe("bulkhead_port_binding_dropped_packets_total", type: "counter", "Frames dropped at a container's bridge port, per reason (spoofed source, tagged frame, link-local), from the kernel's counters.")
         metrics.describe("bulkhead_denied_packets_total", type: "counter", "Packets denied (or audited), per identity, from the kernel's counters.")

@@ -19,69 +19,32 @@ public enum PolicyLoader {
     static let flowKeys = ["from", "to", "ports", "description"]
     static let reservedNames: Set<String> = ["world", "host"]
 
-    /// Expands each path (a file, or a directory searched recursively for `*.yaml` and `*.yml`).
+    /// Expands each path (a file, or a directory searched recursively for `*.yaml` and `*.yml`);
+    /// see `PolicyFiles` for what is read and what is refused.
     public static func discover(_ paths: [String]) -> (files: [String], diagnostics: [Diagnostic], unreadable: Bool) {
-        var files: [String] = []
-        var diagnostics: [Diagnostic] = []
-        var unreadable = false
-        let fm = FileManager.default
-        for path in paths {
-            var isDirectory: ObjCBool = false
-            guard fm.fileExists(atPath: path, isDirectory: &isDirectory) else {
-                diagnostics.append(Diagnostic(.error, .unreadable, "no such file or directory", file: path, at: .start))
-                unreadable = true
-                continue
-            }
-            if !isDirectory.boolValue {
-                files.append(path)
-                continue
-            }
-            guard fm.isReadableFile(atPath: path), let found = walk(path) else {
-                diagnostics.append(Diagnostic(.error, .unreadable, "cannot read directory: permission denied", file: path, at: .start))
-                unreadable = true
-                continue
-            }
-            if found.isEmpty {
-                diagnostics.append(Diagnostic(.error, .noPolicyFiles, "directory holds no policy files (*.yaml or *.yml)", file: path, at: .start))
-            }
-            files.append(contentsOf: found)
-        }
-        var seen = Set<String>()
-        return (files.filter { seen.insert($0).inserted }, diagnostics, unreadable)
-    }
-
-    /// Policy files below `directory`, sorted, skipping hidden entries such as `.git`.
-    private static func walk(_ directory: String) -> [String]? {
-        let fm = FileManager.default
-        guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return nil }
-        var result: [String] = []
-        for name in names.sorted() where !name.hasPrefix(".") {
-            let path = directory.hasSuffix("/") ? directory + name : directory + "/" + name
-            var isDirectory: ObjCBool = false
-            guard fm.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
-            if isDirectory.boolValue {
-                result.append(contentsOf: walk(path) ?? [])
-            } else if name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
-                result.append(path)
-            }
-        }
-        return result
+        let found = PolicyFiles.discover(paths)
+        return (found.files.map(\.path), found.diagnostics, found.unreadable)
     }
 
     /// Loads every policy file under `paths`, resolves references across files and runs the policy lint.
     public static func load(paths: [String]) -> Result {
-        let (files, discoverDiagnostics, unreadable) = discover(paths)
+        load(PolicyFiles.discover(paths))
+    }
+
+    /// Loads the files a walk found (the agent walks first, to compare fingerprints).
+    public static func load(_ found: PolicyFiles) -> Result {
         var sources: [(String, [UInt8])] = []
-        var diagnostics = discoverDiagnostics
-        var unreadablePath = unreadable
-        for file in files {
-            switch SourceFile.read(file) {
-            case .success(let bytes): sources.append((file, bytes))
+        var diagnostics = found.diagnostics
+        var unreadablePath = found.unreadable
+        for file in found.files {
+            switch SourceFile.read(file.openPath, noFollow: true, expected: file.identity) {
+            case .success(let bytes): sources.append((file.path, bytes))
             case .failure(.unreadable(let why)):
-                diagnostics.append(Diagnostic(.error, .unreadable, "cannot read file: \(why)", file: file, at: .start))
+                diagnostics.append(Diagnostic(.error, .unreadable, "cannot read file: \(why)", file: file.path, at: .start))
                 unreadablePath = true
             }
         }
+        let files = found.files.map(\.path)
         var result = load(sources: sources)
         result.diagnostics = Diagnostic.sorted(diagnostics + result.diagnostics)
         result.files = files

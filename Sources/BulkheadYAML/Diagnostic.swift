@@ -113,13 +113,17 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
     case addressOutsideSubnet = "address-outside-subnet"
     case hostAddressClaimed = "host-address-claimed"
     case duplicateAddress = "duplicate-address"
+    // Warnings about the policy files themselves (the agent refuses insecure ones).
+    case insecurePermissions = "insecure-permissions"
+    case skippedEntry = "skipped-entry"
 
     /// The severity this code always has.
     public var severity: Diagnostic.Severity {
         switch self {
         case .unusedService, .redundantFlow, .cidrHostBits, .ineffectiveFlow, .unmatchedSelector,
              .unmanagedContainer, .overlappingServices, .cidrOverlapsGoverned, .unknownNetwork,
-             .addressOutsideSubnet, .hostAddressClaimed, .duplicateAddress:
+             .addressOutsideSubnet, .hostAddressClaimed, .duplicateAddress,
+             .insecurePermissions, .skippedEntry:
             return .warning
         default:
             return .error
@@ -170,6 +174,8 @@ public enum DiagnosticCode: String, Sendable, Hashable, Codable, CaseIterable {
         case .addressOutsideSubnet: return "A container's address lies outside its network's subnets: it is not enrolled."
         case .hostAddressClaimed: return "A container claims a gateway or host address: it is not enrolled."
         case .duplicateAddress: return "Several containers claim one address: it is enrolled for none of them."
+        case .insecurePermissions: return "A policy file or directory is writable by group or others, or owned by another user than root or the agent; the agent refuses it."
+        case .skippedEntry: return "A directory entry was not read: a symlink loop, a second path to a file already read, or a symlink to a symlink."
         }
     }
 }

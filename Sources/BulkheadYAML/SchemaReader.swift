@@ -130,23 +130,79 @@ public enum SourceFile {
     }
 
     /// Reads at most `limit` + 1 bytes: enough for the loader to tell that a file is over its limit.
-    public static func read(_ path: String, limit: Int = 1 << 20) -> Result<[UInt8], ReadError> {
-        guard let handle = fopen(path, "rb") else {
-            return .failure(.unreadable(String(cString: strerror(errno))))
+    ///
+    /// Only regular files are read. The file is opened with O_NONBLOCK (so a FIFO or a device
+    /// never blocks the open) and checked with fstat on the descriptor just opened, so a file swapped
+    /// for a FIFO after a directory walk is still refused. `noFollow` refuses a symlink as the last
+    /// component (the walk has already followed the one link it allows). `expected` is the
+    /// (device, inode) the walk saw: a different file at that path is refused, not read.
+    public static func read(_ path: String, limit: Int = 1 << 20, noFollow: Bool = false,
+                            expected: FileIdentity? = nil) -> Result<[UInt8], ReadError> {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY | (noFollow ? O_NOFOLLOW : 0))
+        guard fd >= 0 else { return .failure(.unreadable(SystemError.describe(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return .failure(.unreadable(SystemError.describe(errno))) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else {
+            return .failure(.unreadable("\(FileIdentity.kind(st.st_mode)), not a regular file: refused (reading it could block or never end)"))
         }
-        defer { fclose(handle) }
+        if let expected, expected != FileIdentity(st) {
+            return .failure(.unreadable("the file changed while the directory was read: try again"))
+        }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
-            let n = fread(&chunk, 1, chunk.count, handle)
-            if n > 0 { bytes.append(contentsOf: chunk[0..<n]) }
-            if n < chunk.count {
-                if ferror(handle) != 0 { return .failure(.unreadable(String(cString: strerror(errno)))) }
-                break
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(.unreadable(SystemError.describe(errno)))
             }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
             // Stop early: the loader refuses anything over its limit anyway.
             if bytes.count > limit { break }
         }
         return .success(bytes)
+    }
+}
+
+/// A file's (device, inode): how the policy walk recognises a directory or file it has already
+/// read, whatever path led to it.
+public struct FileIdentity: Hashable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+
+    public init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
+
+    /// "a FIFO", "a socket", … for messages.
+    public static func kind(_ mode: mode_t) -> String {
+        switch mode & S_IFMT {
+        case S_IFREG: return "a regular file"
+        case S_IFDIR: return "a directory"
+        case S_IFLNK: return "a symlink"
+        case S_IFIFO: return "a FIFO"
+        case S_IFSOCK: return "a socket"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        default: return "a special file"
+        }
+    }
+}
+
+/// errno as a message that names the condition. EMFILE and ENFILE say what they are: a process out
+/// of file descriptors once reported a failed policy reload as "permission denied".
+public enum SystemError {
+    public static func describe(_ code: Int32) -> String {
+        let text = String(cString: strerror(code)).lowercased()
+        switch code {
+        case EMFILE: return "\(text) (EMFILE): this process is out of file descriptors; raise LimitNOFILE or find what holds them"
+        case ENFILE: return "\(text) (ENFILE): the system is out of file descriptors"
+        case EACCES: return "\(text) (EACCES)"
+        case ELOOP: return "\(text) (ELOOP)"
+        default: return text
+        }
     }
 }

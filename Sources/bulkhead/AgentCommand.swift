@@ -2,6 +2,7 @@ import ArgumentParser
 import BulkheadAgent
 import BulkheadDocker
 import BulkheadNetfilter
+import Glibc
 import Logging
 import ServiceLifecycle
 
@@ -46,7 +47,15 @@ struct AgentCommand: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = Logger.Level(rawValue: logLevel) ?? .info
-            return handler
+            // Log lines quote Docker labels, policy names and errors: escaped so none can forge a line.
+            return SanitizingLogHandler(wrapping: handler)
+        }
+        // The soft file descriptor limit is often 1,024; the hard one is what the host allows. The
+        // HTTP port may use a quarter of it (see HTTPEndpoint.Limits); the rest is the agent's own.
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         }
         let logger = Logger(label: "bulkhead.agent")
         let colon = listen.lastIndex(of: ":")!

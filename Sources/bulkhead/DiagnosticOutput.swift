@@ -1,3 +1,4 @@
+import BulkheadEscaping
 import BulkheadPolicy
 import BulkheadYAML
 
@@ -9,8 +10,10 @@ enum DiagnosticOutput {
         return "\(plural(r.files.count, "file")) \(verdict): \(plural(r.errorCount, "error")), \(plural(r.warningCount, "warning"))"
     }
 
+    /// One line per diagnostic: file names and messages quote policy text, so every control
+    /// character is printed as a visible escape (a terminal never sees ESC, CR or a line break).
     static func text(_ r: Validation.Report) -> String {
-        (r.diagnostics.map(\.formatted) + [summary(r)]).joined(separator: "\n")
+        (r.diagnostics.map { Escape.terminal($0.formatted) } + [summary(r)]).joined(separator: "\n")
     }
 
     static func diagnosticJSON(_ d: Diagnostic) -> JSONValue {
@@ -81,20 +84,8 @@ enum DiagnosticOutput {
         return (lines + [summary(r)]).joined(separator: "\n")
     }
 
-    /// Workflow-command escaping: data escapes %, CR and LF; properties also ':' and ','.
-    static func escapeData(_ s: String) -> String {
-        s.replacingAll("%", "%25").replacingAll("\r", "%0D").replacingAll("\n", "%0A")
-    }
+    /// Workflow-command escaping, by Unicode scalar (see `Escape.githubData`).
+    static func escapeData(_ s: String) -> String { Escape.githubData(s) }
 
-    static func escapeProperty(_ s: String) -> String {
-        escapeData(s).replacingAll(":", "%3A").replacingAll(",", "%2C")
-    }
-}
-
-extension String {
-    func replacingAll(_ target: Character, _ replacement: String) -> String {
-        var out = ""
-        for c in self { if c == target { out += replacement } else { out.append(c) } }
-        return out
-    }
+    static func escapeProperty(_ s: String) -> String { Escape.githubProperty(s) }
 }

@@ -21,8 +21,8 @@ final class PolicyDir: Sendable {
         }
     }
 
-    func write(_ name: String, _ text: String) throws {
-        try text.write(toFile: path + "/" + name, atomically: true, encoding: .utf8)
+    func write(_ name: String, _ text: String, atomically: Bool = true) throws {
+        try text.write(toFile: path + "/" + name, atomically: atomically, encoding: .utf8)
     }
 
     func read(_ name: String) throws -> String { try String(contentsOfFile: path + "/" + name, encoding: .utf8) }
@@ -37,6 +37,8 @@ func exampleInventory() throws -> Inventory {
 
 /// Runs an agent against the fakes for the duration of `body`, then stops it (graceful cancel).
 func withAgent(_ dir: PolicyDir, backend: FakeNetfilter, source: FakeContainerSource,
+               configure: (inout AgentConfiguration) -> Void = { _ in },
+               onListening: @escaping @Sendable (Int) -> Void = { _ in },
                _ body: @Sendable (Agent) async throws -> Void) async throws {
     var config = AgentConfiguration(policyPaths: [dir.path])
     config.listenPort = 0
@@ -45,9 +47,10 @@ func withAgent(_ dir: PolicyDir, backend: FakeNetfilter, source: FakeContainerSo
     config.resyncInterval = .seconds(3600)
     config.minimumBackoff = .milliseconds(20)
     config.maximumBackoff = .milliseconds(100)
+    configure(&config)
     var logger = Logger(label: "test")
     logger.logLevel = .critical
-    let agent = Agent(configuration: config, backend: backend, source: source, logger: logger)
+    let agent = Agent(configuration: config, backend: backend, source: source, logger: logger, onListening: onListening)
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await agent.run() }
         defer { group.cancelAll() }
@@ -128,13 +131,16 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
             let before = try backend.dump(table: Planner.tableID)
             let good = try dir.read("shop.yaml")
             try dir.write("shop.yaml", good.replacingOccurrences(of: "ports: [tcp/5432]", with: "ports: [5432]"))
-            #expect(await eventually { agent.metrics.value("bulkhead_policy_errors") == 1 })
+            // The failed reload is reported: /readyz says 503 and why, the last good rules stay.
+            #expect(await eventually { !agent.isReady })
+            #expect(agent.metrics.value("bulkhead_policy_errors") == 1)
             #expect(same(before, try backend.dump(table: Planner.tableID)))
-            #expect(agent.isReady)
+            #expect(agent.readinessProblem().contains("policy reload failed: 1 error"))
             // A valid edit is enforced.
             try dir.write("shop.yaml", good.replacingOccurrences(of: "ports: [tcp/5432]", with: "ports: [tcp/5433]"))
             #expect(await eventually { inSync(backend, dir, inventory) })
             #expect(agent.metrics.value("bulkhead_policy_errors") == 0)
+            #expect(await eventually { agent.isReady })
         }
     }
 

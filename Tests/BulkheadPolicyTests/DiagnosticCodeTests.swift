@@ -2,6 +2,7 @@ import BulkheadInventory
 import BulkheadPolicy
 import BulkheadYAML
 import Foundation
+import Glibc
 import Testing
 
 /// One test per diagnostic code: the code, its line and its column.
@@ -376,6 +377,28 @@ import Testing
         let d = runLying().filter { $0.code.rawValue == "duplicate-address" }
         #expect(d.map(\.line) == [14, 18], "\(d.map(\.formatted))")
         #expect(d.allSatisfy { $0.severity == DiagnosticCode.duplicateAddress.severity && $0.message.contains("containers twin-a, twin-b all claim it") })
+    }
+
+    /// sshd's StrictModes for policies: writable by group or others, or owned by another user.
+    @Test func insecurePermissions() throws {
+        let dir = try ScratchDir()
+        let file = dir.path + "/shop.yaml"
+        #expect(try load(paths: dir.path).diagnostics.isEmpty)
+        #expect(chmod(file, 0o666) == 0)
+        expectOne(try load(paths: dir.path).diagnostics, .insecurePermissions, at: 1, 1, file: file, containing: "writable by everyone (mode 666)")
+        #expect(chmod(file, 0o644) == 0 && chmod(dir.path, 0o775) == 0)
+        expectOne(try load(paths: dir.path).diagnostics, .insecurePermissions, at: 1, 1, file: dir.path, containing: "writable by its group (mode 775)")
+        #expect(chmod(dir.path, 0o755) == 0)
+        #expect(chown(file, 65534, 65534) == 0, "chown needs root")
+        expectOne(try load(paths: dir.path).diagnostics, .insecurePermissions, at: 1, 1, file: file, containing: "owned by uid 65534")
+        // A warning for validate: the policies still load (the agent is the one that refuses).
+        #expect(!try load(paths: dir.path).hasErrors)
+    }
+
+    @Test func skippedEntry() throws {
+        let dir = try ScratchDir()
+        try dir.link("loop", to: ".")
+        expectOne(try load(paths: dir.path).diagnostics, .skippedEntry, at: 1, 1, file: dir.path + "/loop", containing: "symlink loop")
     }
 
     @Test func inventoryErrors() {

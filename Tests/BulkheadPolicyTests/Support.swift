@@ -8,6 +8,11 @@ func load(_ files: [(String, String)]) -> PolicyLoader.Result {
     PolicyLoader.load(sources: files.map { ($0.0, Array($0.1.utf8)) })
 }
 
+/// Loads a directory from disk, with a hang guard (see `withHangGuard`).
+func load(paths: String...) throws -> PolicyLoader.Result {
+    try #require(withHangGuard { PolicyLoader.load(paths: paths) }, "loading \(paths) did not finish")
+}
+
 func load(_ text: String, file: String = "t.yaml") -> PolicyLoader.Result {
     load([(file, text)])
 }

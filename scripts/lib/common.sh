@@ -5,8 +5,9 @@ export PATH="/opt/swift/usr/bin:/usr/sbin:/sbin:$PATH"
 
 # Build and runtime needs: C libraries (libyaml, libnftnl, libmnl), the kernel tools the tests use as
 # independent oracles and test-host builders (nft, ip), Docker and the busybox image source, and
-# helpers for the privilege and benchmark checks (setpriv, /usr/bin/time), and scapy for the
-# hand-made attack frames of the port-binding tests (scripts/lab/rawframes.py).
+# helpers for the privilege and benchmark checks (setpriv, /usr/bin/time), scapy for the
+# hand-made attack frames of the port-binding tests (scripts/lab/rawframes.py), and systemd-analyze
+# (the unit file test runs `systemd-analyze verify`).
 BULKHEAD_PACKAGES=(
     pkg-config libyaml-dev libnftnl-dev libmnl-dev
     nftables iproute2 iptables conntrack
@@ -14,6 +15,7 @@ BULKHEAD_PACKAGES=(
     util-linux libcap2-bin time procps bc
     python3-scapy
     firewalld dbus
+    systemd
 )
 
 # Installs whatever of BULKHEAD_PACKAGES is missing. Idempotent; runs apt-get only when needed.
