@@ -666,6 +666,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.set("bulkhead_identity_failures", 0)
         metrics.set("bulkhead_rejected_addresses", 0)
         metrics.set("bulkhead_drift_repairs_total", 0)
+        metrics.set("bulkhead_http_connections", 0)
+        for reason in HTTPEndpoint.CloseReason.allCases {
+            metrics.set("bulkhead_http_connections_closed_total", 0, labels: ["reason": reason.rawValue])
+        }
     }
 
     /// Reads the kernel's rule counters into the flow and denial metrics (at most once a second).

@@ -44,7 +44,7 @@ public struct HTTPEndpoint: Sendable {
         /// The cap actually used: `maxConnections`, but at most a quarter of RLIMIT_NOFILE.
         public var effectiveMaxConnections: Int {
             var limit = rlimit()
-            guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != RLIM_INFINITY else { return maxConnections }
+            guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur != rlim_t.max else { return maxConnections }
             return max(1, min(maxConnections, Int(limit.rlim_cur / 4)))
         }
     }

@@ -150,7 +150,10 @@ public struct PolicyFiles: Sendable {
             var target = child
             let policyName = Self.isPolicyName(name)
             if (cst.st_mode & S_IFMT) == S_IFLNK {
-                guard let resolved = followOnce(child, policyName: policyName) else { continue }
+                guard let resolved = followOnce(child, policyName: policyName) else {
+                    if policyName { unreadable = true }
+                    continue
+                }
                 (target, cst) = resolved
             }
             switch cst.st_mode & S_IFMT {
@@ -161,6 +164,7 @@ public struct PolicyFiles: Sendable {
             default:
                 if policyName {
                     error(.unreadable, "\(FileIdentity.kind(cst.st_mode)), not a regular file: refused (reading it could block or never end)", child)
+                    unreadable = true
                 }
             }
         }

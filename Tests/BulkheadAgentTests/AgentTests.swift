@@ -218,7 +218,7 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
     m.increment("x_total", labels: ["flow": "a.yaml:3"])
     m.observe("d_seconds", 0.003, buckets: [0.001, 0.01])
     let text = m.render()
-    #expect(text.contains("# TYPE x_total counter\nx_total{flow=\"a.yaml:3\"} 1\n"))
+    #expect(text.contains("# HELP x_total An x.\n# TYPE x_total counter\nx_total{flow=\"a.yaml:3\"} 1.0\n"))
     #expect(text.contains("d_seconds_bucket{le=\"0.01\"} 1\n"))
     #expect(text.contains("d_seconds_count 1\n"))
 }

@@ -59,7 +59,7 @@ final class LoopbackClient {
 }
 
 /// One request with `Connection: close`; the whole answer, or nil when none came within the guard.
-func request(_ port: Int, _ method: String = "GET", _ path: String) -> String? {
+func request(_ port: Int, _ path: String, method: String = "GET") -> String? {
     guard let c = LoopbackClient(port: port) else { return nil }
     c.send("\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
     return c.readToEnd()
@@ -130,7 +130,8 @@ func raiseFileLimit(to n: rlim_t) throws {
             c.http.idleTimeout = .seconds(3600)
         }, onListening: { port.set($0) }) { agent in
             #expect(await eventually { port.value != nil })
-            let c = try #require(LoopbackClient(port: try #require(port.value)))
+            let p = try #require(port.value)
+            let c = try #require(LoopbackClient(port: p))
             c.send("GET /readyz HTTP/1.1\r\nHost: localhost\r\n")
             var closed = false
             // One header byte every 100 ms, for at most 10 s (the hang guard).
@@ -149,7 +150,8 @@ func raiseFileLimit(to n: rlim_t) throws {
             c.http.idleTimeout = .milliseconds(200)
         }, onListening: { port.set($0) }) { agent in
             #expect(await eventually { port.value != nil })
-            let c = try #require(LoopbackClient(port: try #require(port.value)))
+            let p = try #require(port.value)
+            let c = try #require(LoopbackClient(port: p))
             #expect(c.readToEnd() == "", "an idle connection stays open")
             #expect(agent.metrics.value("bulkhead_http_connections_closed_total", labels: ["reason": "idle_timeout"]) == 1)
         }
@@ -163,14 +165,14 @@ func raiseFileLimit(to n: rlim_t) throws {
             #expect(await eventually { agent.isReady && port.value != nil })
             let p = try #require(port.value)
             for method in ["POST", "PUT", "DELETE", "OPTIONS"] {
-                let answer = try #require(request(p, method, "/readyz"))
+                let answer = try #require(request(p, "/readyz", method: method))
                 #expect(answer.hasPrefix("HTTP/1.1 405 Method Not Allowed\r\n"), "\(method): \(answer)")
                 #expect(answer.lowercased().contains("\r\nallow: get, head\r\n"))
             }
-            let head = try #require(request(p, "HEAD", "/readyz"))
+            let head = try #require(request(p, "/readyz", method: "HEAD"))
             #expect(head.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(head.hasSuffix("\r\n\r\n"), "HEAD has no body")
-            #expect(try #require(request(p, "GET", "/healthz")).hasSuffix("\r\n\r\nok\n"))
+            #expect(try #require(request(p, "/healthz")).hasSuffix("\r\n\r\nok\n"))
         }
     }
 
@@ -180,7 +182,8 @@ func raiseFileLimit(to n: rlim_t) throws {
         try await withAgent(dir, backend: FakeNetfilter(), source: FakeContainerSource(inventory: try exampleInventory()),
                             onListening: { port.set($0) }) { agent in
             #expect(await eventually { port.value != nil })
-            let c = try #require(LoopbackClient(port: try #require(port.value)))
+            let p = try #require(port.value)
+            let c = try #require(LoopbackClient(port: p))
             c.send("GET /readyz HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + String(repeating: "a", count: 20_000) + "\r\n\r\n")
             let answer = try #require(c.readToEnd())
             #expect(answer.hasPrefix("HTTP/1.1 413 "))
@@ -203,7 +206,8 @@ func raiseFileLimit(to n: rlim_t) throws {
         try await withAgent(dir, backend: FakeNetfilter(), source: FakeContainerSource(inventory: try exampleInventory()),
                             onListening: { port.set($0) }) { agent in
             #expect(await eventually { agent.isReady && port.value != nil })
-            let answer = try #require(request(try #require(port.value), "/metrics"))
+            let p = try #require(port.value)
+            let answer = try #require(request(p, "/metrics"))
             #expect(answer.hasPrefix("HTTP/1.1 200 OK\r\n"))
             #expect(answer.contains("Content-Type: text/plain; version=0.0.4"))
             let lines = answer.components(separatedBy: "\r\n\r\n").last!.split(separator: "\n").map(String.init)

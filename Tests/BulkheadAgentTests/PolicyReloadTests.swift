@@ -1,6 +1,7 @@
 import BulkheadAgent
 import BulkheadDocker
 import BulkheadEngine
+import BulkheadInventory
 import BulkheadPolicy
 import BulkheadRuleset
 import Foundation
@@ -91,7 +92,8 @@ import Testing
             #expect(agent.metrics.value("bulkhead_policy_reloads_total", labels: ["result": "stalled"]) == 1)
             // The agent's other work goes on meanwhile: Docker churn is still enforced.
             source.remove("shop-api-2")
-            #expect(await eventually { (try? backend.dump(table: Planner.tableID)?.set(named: "svc_shop_api_v4")?.elements.count) == 1 })
+            let gone = SetElement(.ipv4(IPv4Address("172.20.0.4")!))
+            #expect(await eventually { (try? backend.dump(table: Planner.tableID)?.set(named: "svc_shop_api_v4")?.elements.contains(gone)) == false })
             gate.open()
             #expect(await eventually { inSync(backend, dir, source.currentInventory) && agent.isReady })
         }

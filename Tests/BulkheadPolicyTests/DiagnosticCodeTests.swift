@@ -392,7 +392,7 @@ import Testing
         #expect(chown(file, 65534, 65534) == 0, "chown needs root")
         expectOne(try load(paths: dir.path).diagnostics, .insecurePermissions, at: 1, 1, file: file, containing: "owned by uid 65534")
         // A warning for validate: the policies still load (the agent is the one that refuses).
-        #expect(!try load(paths: dir.path).hasErrors)
+        #expect(try !load(paths: dir.path).hasErrors)
     }
 
     @Test func skippedEntry() throws {

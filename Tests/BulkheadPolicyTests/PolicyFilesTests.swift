@@ -5,7 +5,7 @@ import Glibc
 import Testing
 
 /// A scratch policy directory holding one valid file, removed afterwards.
-final class ScratchDir {
+final class ScratchDir: Sendable {
     let path: String
 
     init() throws {
@@ -24,9 +24,10 @@ final class ScratchDir {
 /// Runs `body` on a thread of its own and waits at most `seconds`: a hang (today's loader on a
 /// FIFO or a symlink loop) fails the test instead of hanging the suite. The stuck thread is
 /// abandoned.
+final class HangBox<T>: @unchecked Sendable { var value: T? }  // written before the signal, read after
+
 func withHangGuard<T: Sendable>(_ seconds: Double = 20, _ body: @escaping @Sendable () -> T) -> T? {
-    final class Box: @unchecked Sendable { var value: T? }
-    let box = Box()
+    let box = HangBox<T>()
     let done = DispatchSemaphore(value: 0)
     Thread {
         box.value = body()
