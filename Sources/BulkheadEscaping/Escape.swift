@@ -40,6 +40,19 @@ public enum Escape {
         return String(out)
     }
 
+    /// Several lines of our own making for a terminal (a plan, an error with its hints): every
+    /// unsafe scalar except LF becomes a visible escape, so no ESC, CR or bidi control from a
+    /// policy, a label or a kernel comment reaches the terminal. A value that may itself hold LF
+    /// goes through `terminal(_:)` on its own first.
+    public static func terminalLines(_ s: String) -> String {
+        guard s.unicodeScalars.contains(where: { $0 != "\n" && isUnsafe($0) }) else { return s }
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            if u != "\n", isUnsafe(u) { out.append(contentsOf: visible(u).unicodeScalars) } else { out.append(u) }
+        }
+        return String(out)
+    }
+
     /// The message part of a GitHub Actions workflow command (`::error …::DATA`): the runner
     /// decodes %25, %0D and %0A (documented in actions/toolkit `command.ts`); any other control is
     /// shown as a visible escape, so one diagnostic is one annotation.

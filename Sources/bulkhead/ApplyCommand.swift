@@ -1,5 +1,6 @@
 import ArgumentParser
 import BulkheadEngine
+import BulkheadEscaping
 import BulkheadNetfilter
 import BulkheadRuleset
 import Foundation
@@ -67,7 +68,7 @@ struct ApplyCommand: ParsableCommand {
                 if format == .json {
                     print(PlanOutput.json(plan, nft: nft))
                 } else {
-                    print(PlanOutput.text(plan, nft: nft))
+                    print(Escape.terminalLines(PlanOutput.text(plan, nft: nft)))
                     if plan.hasChanges {
                         print("Applied \(plan.operationCount) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
                     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BulkheadEscaping
 import BulkheadInventory
 import BulkheadPolicy
 import BulkheadYAML
@@ -54,11 +55,12 @@ struct ExplainCommand: ParsableCommand {
                     ("reason", .string(decision.reason)),
                 ]).render())
             } else {
-                print("\(a.label) -> \(b.label) \(port): \(decision.verdict.rawValue.uppercased())")
-                print("  source:      \(decision.source)")
-                print("  destination: \(decision.destination)")
-                print("  reason:      \(decision.reason)")
-                if let flow = decision.flow, let text = flow.description { print("  flow:        \(text)") }
+                // Each value may quote a label, a container name or a flow's description: one line each.
+                print(Escape.terminal("\(a.label) -> \(b.label) \(port): \(decision.verdict.rawValue.uppercased())"))
+                print("  source:      \(Escape.terminal("\(decision.source)"))")
+                print("  destination: \(Escape.terminal("\(decision.destination)"))")
+                print("  reason:      \(Escape.terminal("\(decision.reason)"))")
+                if let flow = decision.flow, let text = flow.description { print("  flow:        \(Escape.terminal(text))") }
             }
         } catch let r as Reported {
             throw ExitCode(r.status)

@@ -1,12 +1,13 @@
 import ArgumentParser
 import BulkheadAgent
 import BulkheadDocker
+import BulkheadEscaping
 import BulkheadInventory
-import Dispatch
 import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
 import BulkheadYAML
+import Dispatch
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,12 +35,12 @@ struct Reported: Error {
 enum Inputs {
     static func printError(_ message: String) {
         var stderr = StandardError()
-        print("error: \(message)", to: &stderr)
+        print("error: \(Escape.terminalLines(message))", to: &stderr)
     }
 
     static func note(_ message: String) {
         var stderr = StandardError()
-        print(message, to: &stderr)
+        print(Escape.terminalLines(message), to: &stderr)
     }
 
     /// Loads policies, refusing any with errors (diagnostics on stderr, exit 1; 66 when unreadable).
@@ -47,7 +48,7 @@ enum Inputs {
         let loaded = PolicyLoader.load(paths: options.policyPaths)
         let errors = loaded.diagnostics.filter { $0.severity == .error }
         if !errors.isEmpty {
-            for d in errors { note(d.formatted) }
+            for d in errors { note(Escape.terminal(d.formatted)) }
             printError("the policies have \(errors.count) error\(errors.count == 1 ? "" : "s"); nothing was changed (see `bulkhead validate`)")
             throw Reported(status: loaded.unreadablePath ? ExitStatus.noInput : ExitStatus.failure)
         }
@@ -60,7 +61,7 @@ enum Inputs {
         }
         let (inventory, diagnostics) = InventoryLoader.load(path: path)
         guard let inventory else {
-            for d in diagnostics { note(d.formatted) }
+            for d in diagnostics { note(Escape.terminal(d.formatted)) }
             printError("cannot use inventory \(path); nothing was changed")
             throw Reported(status: diagnostics.contains { $0.code == .unreadable } ? ExitStatus.noInput : ExitStatus.failure)
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BulkheadEngine
+import BulkheadEscaping
 import BulkheadNetfilter
 import BulkheadRuleset
 
@@ -40,7 +41,7 @@ struct PlanCommand: ParsableCommand {
                 plan = try Planner().plan(policies: policies, inventory: inventory, live: nil, bridgeLive: nil,
                                           baseline: .empty(reason: "cannot read the kernel: \(error)"))
             }
-            print(format == .json ? PlanOutput.json(plan, nft: nft) : PlanOutput.text(plan, nft: nft))
+            print(format == .json ? PlanOutput.json(plan, nft: nft) : Escape.terminalLines(PlanOutput.text(plan, nft: nft)))
             if detailedExitcode && plan.hasChanges { throw ExitCode(ExitStatus.changes) }
         } catch let r as Reported {
             throw ExitCode(r.status)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BulkheadEngine
+import BulkheadEscaping
 import BulkheadInventory
 import BulkheadLab
 import BulkheadNetfilter
@@ -53,7 +54,7 @@ struct VerifyCommand: ParsableCommand {
             for line in try BridgeNetfilter.ensureEnabled(namespace: lab.hostNamespace) { Inputs.note(line) }
             let planner = Planner()
             let plan = try planner.plan(policies: policies, inventory: inventory, backend: backend)
-            if showPlan { print(PlanOutput.text(plan, nft: false)) }
+            if showPlan { print(Escape.terminalLines(PlanOutput.text(plan, nft: false))) }
             try planner.apply(plan, to: backend)
             print("Applied to lab \(lab.name): \(plan.operationCount) operations, \(plan.opened.count) flows.")
 

@@ -64,6 +64,7 @@ import Testing
     @Test(arguments: HostileStrings.all) func escapingOwners(_ hostile: String) throws {
         let terminal = Escape.terminal(hostile)
         #expect(!HostileStrings.hasUnsafeScalar(terminal))
+        #expect(!HostileStrings.hasUnsafeScalar(Escape.terminalLines(hostile), allowing: ["\n"]))
 
         let data = Escape.githubData(hostile)
         #expect(!HostileStrings.hasUnsafeScalar(data))

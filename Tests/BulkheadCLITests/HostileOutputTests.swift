@@ -73,3 +73,24 @@ func yamlQuoted(_ s: String) -> String {
         }
     }
 }
+
+/// `explain` quotes the policy file (`allowed by FILE:LINE`): a hostile file name stays on its line.
+@Suite struct ExplainHostileOutput {
+    @Test(arguments: HostileStrings.all) func reasonLine(_ hostile: String) throws {
+        let fileSafe = String(String.UnicodeScalarView(hostile.unicodeScalars.filter { $0 != "\0" && $0 != "/" }))
+        guard fileSafe.utf8.count <= 200, !fileSafe.isEmpty else { return }
+        let shop = try String(contentsOfFile: repositoryRoot + "/policies/shop.yaml", encoding: .utf8)
+        let others = try ["monitoring.yaml", "dns.yaml"].map { ($0, try String(contentsOfFile: repositoryRoot + "/policies/" + $0, encoding: .utf8)) }
+        let name = "p" + fileSafe + ".yaml"
+        try withFiles(Dictionary(uniqueKeysWithValues: others + [(name, shop)])) { dir in
+            let r = try bulkhead(["explain", "--policies", dir, "--inventory", repositoryRoot + "/policies/inventory.json",
+                                  "--from", "shop-api-1", "--to", "shop-db-1", "--port", "tcp/5432"])
+            #expect(r.status == 0, "\(r.stderr)")
+            #expect(!HostileStrings.hasUnsafeScalar(r.stdout, allowing: ["\n"]), "\(r.stdout.debugDescription)")
+            let lines = r.stdout.split(separator: "\n")
+            #expect(lines.first?.hasSuffix(": ALLOWED") == true)
+            #expect(lines.filter { $0.hasPrefix("  reason:") }.count == 1)
+            #expect(lines.allSatisfy { $0.hasPrefix("  ") || $0 == lines.first! }, "a forged line: \(lines)")
+        }
+    }
+}
