@@ -136,10 +136,13 @@ struct AgentAgainstDocker {
             try await Task.sleep(for: .milliseconds(500))
             #expect(try Diff.between(desired: snapshot, live: agent.backend.dump(table: Planner.tableID), table: Planner.tableID).isEmpty,
                     "the table is unchanged while the policy file is broken")
-            #expect(try await agent.get("/readyz").status == 200, "still ready: the last good policies are enforced")
+            // The last good policies are enforced, and /readyz says that the files on disk are not.
+            let brokenReadyz = try await agent.get("/readyz")
+            #expect(brokenReadyz.status == 503 && brokenReadyz.body.contains("policy reload failed: 1 error"), "\(brokenReadyz)")
             try await expectMatrix("policy file broken (last good in force)", from: [worker, web, db], network, good)
             try policies.write(goodText)
             #expect(await eventually(5) { agent.metric("bulkhead_policy_errors") == 0 }, "the fixed file loads again")
+            #expect(await eventually(5) { (try? await agent.get("/readyz").status) == 200 }, "ready again once the file is fixed")
 
             // Drift: our table deleted behind the agent's back.
             let repairsBefore = agent.metric("bulkhead_drift_repairs_total")
