@@ -1,6 +1,7 @@
 import BulkheadCompiler
 import BulkheadDocker
 import BulkheadEngine
+import BulkheadEscaping
 import BulkheadInventory
 import BulkheadPolicy
 import BulkheadRuleset
@@ -166,7 +167,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             case "/healthz":
                 return .init(body: "ok\n")
             case "/readyz":
-                return isReady ? .init(body: "ready\n") : .init(status: .serviceUnavailable, body: readinessProblem() + "\n")
+                return isReady ? .init(body: "ready\n") : .init(status: .serviceUnavailable, body: Escape.terminal(readinessProblem()) + "\n")  // quotes policy file names
             default:
                 return .init(status: .notFound, body: "not found: try /metrics, /healthz or /readyz\n")
             }
