@@ -305,18 +305,24 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     func watchPolicies() async {
         let job = BlockingJob<PolicyWatcher.Outcome>()
         let watcher = PolicyWatcher(paths: configuration.policyPaths, load: configuration.loadPolicyFiles)
-        var stallReported = false
+        /// Set while a stall is reported: the problem it replaced, given back if nothing changed.
+        var beforeStall: String??
         while !Task.isCancelled {
             if let outcome = job.take() {
-                if stallReported { logger.notice("policy reload finished after stalling") }
-                stallReported = false
+                if let previous = beforeStall {
+                    logger.notice("policy reload finished after stalling")
+                    if case .unchanged = outcome { state.withLock { $0.policyProblem = previous } }
+                }
+                beforeStall = nil
                 if case .loaded(let signature, let result) = outcome { applyPolicies(result, signature: signature) }
             } else if let elapsed = job.elapsed {
-                if elapsed > configuration.policyReloadTimeout, !stallReported {
-                    stallReported = true
+                if elapsed > configuration.policyReloadTimeout, beforeStall == nil {
                     let problem = "policy reload stalled: reading \(configuration.policyPaths.joined(separator: ", ")) has not finished after \(elapsed); the last good policies stay enforced"
                     metrics.increment("bulkhead_policy_reloads_total", labels: ["result": "stalled"])
-                    state.withLock { $0.policyProblem = problem }
+                    beforeStall = state.withLock { s in
+                        defer { s.policyProblem = problem }
+                        return s.policyProblem
+                    }
                     logger.error("policy reload stalled; the last good policies stay enforced", metadata: [
                         "paths": "\(configuration.policyPaths.joined(separator: ","))", "elapsed": "\(elapsed)"])
                 }
