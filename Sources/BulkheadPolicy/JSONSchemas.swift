@@ -47,6 +47,10 @@ public enum JSONSchemas {
               "additionalProperties": { "type": "string" },
               "description": "A container belongs to the service when it carries all of these labels with these values."
             },
+            "networks": {
+              "type": "array", "minItems": 1, "uniqueItems": true, "items": { "type": "string" },
+              "description": "Optional: only containers attached to one of these Docker networks belong to the service."
+            },
             "description": { "type": "string" }
           }
         },

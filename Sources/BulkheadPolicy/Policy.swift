@@ -80,27 +80,35 @@ public struct ServiceRef: Sendable, Hashable, Comparable, Codable, CustomStringC
     public static func < (a: ServiceRef, b: ServiceRef) -> Bool { (a.segment, a.name) < (b.segment, b.name) }
 }
 
-/// A service: the containers whose labels include all of `labels`.
+/// A service: the containers whose labels include all of `labels` (and, when `networks` is given,
+/// that are attached to one of those networks).
 public struct Service: Sendable, Hashable {
     public var ref: ServiceRef
     public var labels: [String: String]
+    /// Networks a member must be attached to (any of them); empty: any network. Labels are chosen
+    /// by whoever starts a container; networks narrow who can claim the service (see the README's
+    /// security model).
+    public var networks: [String]
     /// Where the service's key is.
     public var location: FilePosition
     /// Where its `labels:` value is.
     public var selectorLocation: FilePosition
 
-    public init(ref: ServiceRef, labels: [String: String], location: FilePosition, selectorLocation: FilePosition) {
+    public init(ref: ServiceRef, labels: [String: String], networks: [String] = [], location: FilePosition, selectorLocation: FilePosition) {
         self.ref = ref
         self.labels = labels
+        self.networks = networks
         self.location = location
         self.selectorLocation = selectorLocation
     }
 
     public var name: String { ref.name }
 
-    /// True when every label of the selector is on the container with the same value.
+    /// True when every label of the selector is on the container with the same value, and the
+    /// container is on one of `networks` (when given).
     public func matches(_ container: Container) -> Bool {
         !labels.isEmpty && labels.allSatisfy { container.labels[$0.key] == $0.value }
+            && (networks.isEmpty || networks.contains { container.networks[$0] != nil })
     }
 }
 

@@ -186,8 +186,22 @@ public enum PolicyLoader {
         } else if !isValidName(name) {
             sink.error(.invalidName, "service name '\(name)' \(nameProblem(name))", at: entry.key.mark)
         }
-        guard let m = MappingReader(entry.value, "service '\(name)'", keys: ["labels", "description"], required: ["labels"], sink: sink) else { return nil }
+        guard let m = MappingReader(entry.value, "service '\(name)'", keys: ["labels", "networks", "description"], required: ["labels"], sink: sink) else { return nil }
         _ = m["description"].flatMap { $0.isNull ? nil : $0.string("description", sink: sink) }
+        var networks: [String] = []
+        if let netNode = m["networks"], let items = netNode.list("networks", sink: sink) {
+            if items.isEmpty {
+                sink.error(.emptyValue, "networks of service '\(name)' is empty, which no container could match: list its networks or leave the key out", at: netNode.mark)
+            }
+            for item in items {
+                guard let n = item.string("a network name", sink: sink) else { continue }
+                if networks.contains(n) {
+                    sink.error(.duplicateKey, "network '\(n)' is listed twice", at: item.mark)
+                    continue
+                }
+                networks.append(n)
+            }
+        }
         guard let labelNode = m["labels"] else { return nil }
         var labels: [String: String] = [:]
         if labelNode.isNull {
@@ -211,7 +225,7 @@ public enum PolicyLoader {
                 labels[key] = v.isNull && v.value.isEmpty ? "" : v.value
             }
         }
-        return Service(ref: ServiceRef(segment: segment, name: name), labels: labels,
+        return Service(ref: ServiceRef(segment: segment, name: name), labels: labels, networks: networks,
                        location: FilePosition(file: sink.file, mark: entry.key.mark),
                        selectorLocation: FilePosition(file: sink.file, mark: labelNode.mark))
     }

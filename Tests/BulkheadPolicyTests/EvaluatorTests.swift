@@ -142,3 +142,58 @@ import Testing
         #expect(r.policies.segments.map(\.name) == ["dns", "monitoring", "shop"])
     }
 }
+
+/// Label selectors are identity; `networks:` on a service narrows who can claim it to containers
+/// attached to those networks (README, security model).
+@Suite struct ServiceNetworkSelectors {
+    static let policy = """
+        segment: shop
+        networks: [shop_default]
+        services:
+          db:
+            labels: {app: db}
+            networks: [shop_default]
+          api:
+            labels: {app: api}
+        flows:
+          - from: api
+            to: db
+            ports: [tcp/5432]
+        """
+
+    @Test func aContainerWithTheLabelsOnAnotherNetworkIsNotAMember() throws {
+        let loaded = load(Self.policy)
+        #expect(loaded.diagnostics.isEmpty, "\(loaded.diagnostics.map(\.formatted))")
+        let inventory = Inventory(
+            networks: [Network(name: "shop_default", subnets: [IPNetwork("172.20.0.0/16")!]),
+                       Network(name: "other", subnets: [IPNetwork("172.30.0.0/16")!])],
+            containers: [
+                Container(name: "db-1", labels: ["app": "db"], networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.6"))]),
+                Container(name: "impostor", labels: ["app": "db"], networks: ["other": Attachment(ipv4: IPAddress("172.30.0.9"))]),
+                Container(name: "api-1", labels: ["app": "api"], networks: ["other": Attachment(ipv4: IPAddress("172.30.0.3"))]),
+            ])
+        let evaluator = Evaluator(policies: loaded.policies, inventory: inventory)
+        #expect(evaluator.membership["db-1"] == [ServiceRef(segment: "shop", name: "db")])
+        #expect(evaluator.membership["impostor"] == [], "the labels alone do not make it shop/db")
+        #expect(evaluator.membership["api-1"] == [ServiceRef(segment: "shop", name: "api")], "no networks: any network")
+        let toImpostor = evaluator.evaluate(from: .address(IPAddress("172.30.0.3")!), to: .address(IPAddress("172.30.0.9")!), Traffic("tcp/5432")!)
+        #expect(toImpostor.verdict != .allowed, "\(toImpostor.reason)")
+        let toDB = evaluator.evaluate(from: .address(IPAddress("172.30.0.3")!), to: .address(IPAddress("172.20.0.6")!), Traffic("tcp/5432")!)
+        #expect(toDB.verdict == .allowed, "\(toDB.reason)")
+    }
+
+    @Test func anEmptyNetworkListIsAnError() {
+        let loaded = load("""
+            segment: shop
+            networks: [shop_default]
+            services:
+              db:
+                labels: {app: db}
+                networks: []
+            """)
+        let d = loaded.diagnostics.filter { $0.severity == .error }
+        #expect(d.map(\.code) == [.emptyValue])
+        #expect(d.first?.line == 6)
+        #expect(d.first?.column == 15)
+    }
+}
