@@ -3,6 +3,7 @@ import BulkheadInventory
 import BulkheadPolicy
 import BulkheadRuleset
 import Foundation
+import BulkheadTestSupport
 import Testing
 
 /// Names past kernel limits (issue 8, item 4): whatever the policies and labels, every object
@@ -151,8 +152,9 @@ import Testing
 
     /// Issue 8, item 10 (the nft side): the same hostile strings through every comment and log
     /// prefix we write. Nothing outside printable ASCII, no `"`, and distinct inputs stay distinct.
-    @Test(arguments: ["a\r\nb", "\r\n::add-mask::x", "\u{1B}[2J\u{1B}]0;owned\u{7}", "q\"uote", "back\\slash", "nul\u{0}byte",
-                      "caf\u{E9}", "\u{202E}rtl", "tab\there", String(repeating: "\u{1B}", count: 200)])
+    /// The table is the one every other output is tested with (`HostileStrings`), plus a few more.
+    @Test(arguments: HostileStrings.all + ["a\r\nb", "q\"uote", "back\\slash", "nul\u{0}byte", "caf\u{E9}", "tab\there",
+                                           String(repeating: "\u{1B}", count: 200)])
     func hostileTextNeverReachesTheKernelRaw(_ hostile: String) {
         let outputs = [
             RuleComment.flow(file: hostile, line: 7).text,
