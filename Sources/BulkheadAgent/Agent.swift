@@ -61,6 +61,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     let source: any ContainerSource
     let logger: Logger
     let triggers = TriggerBox()
+    /// Woken when a list leaves some container's bridge port unfound (`bindPendingPorts`).
+    let portTriggers = TriggerBox()
     let planner: Planner
     private let state = Mutex(State())
     /// Called with the bound HTTP port once listening (tests use port 0).
@@ -208,6 +210,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     guard mark >= s.listedChanges else { s.dockerUp = true; return was }
                     s.inventory = inventory
                     s.portsPending = Self.hasPendingPorts(inventory)
+                    if s.portsPending { portTriggers.signal(.docker) }
                     s.listedChanges = mark
                     s.departed = []  // a full list after a gap: earlier events say nothing now
                     s.dockerUp = true
@@ -386,22 +389,22 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// A container's veth can join its bridge a moment after Docker reports the container, and no
     /// Docker event follows (seen: the last of 20 `docker run`s stayed unbound, so its frames were
     /// dropped until the next resync). While the last list has such a container, list again soon:
-    /// 50 ms, doubling to at most 1 s, until every port is found.
+    /// 50 ms, doubling to at most 1 s, until every port is found. Idle, it waits for a signal.
     func bindPendingPorts() async {
-        var delay = Duration.milliseconds(50)
         while !Task.isCancelled {
-            try? await Task.sleep(for: delay)
-            if Task.isCancelled { return }
-            let pending = state.withLock { s in
-                guard s.portsPending else { return false }
-                s.changes &+= 1
-                return true
-            }
-            if pending {
+            if await portTriggers.next().isEmpty { return }  // cancelled
+            var delay = Duration.milliseconds(50)
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delay)
+                if Task.isCancelled { return }
+                let pending = state.withLock { s in
+                    guard s.portsPending else { return false }
+                    s.changes &+= 1
+                    return true
+                }
+                guard pending else { break }
                 triggers.signal(.docker)
                 delay = min(delay * 2, .seconds(1))
-            } else {
-                delay = .milliseconds(50)
             }
         }
     }
@@ -469,6 +472,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
                     s.inventory = inventory
                     s.portsPending = Self.hasPendingPorts(inventory)
+                    if s.portsPending { portTriggers.signal(.docker) }
                     s.listedChanges = mark  // events counted since the list was asked for re-list next time
                     return !s.dockerUp
                 }
