@@ -389,7 +389,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// A container's veth can join its bridge a moment after Docker reports the container, and no
     /// Docker event follows (seen: the last of 20 `docker run`s stayed unbound, so its frames were
     /// dropped until the next resync). While the last list has such a container, list again soon:
-    /// 50 ms, doubling to at most 1 s, until every port is found. Idle, it waits for a signal.
+    /// 50 ms, doubling to at most 10 s (a port that cannot be found at all — a bridge in another
+    /// namespace than `--netns` — must not cost a full list every second), until every port is
+    /// found. Idle, it waits for a signal.
     func bindPendingPorts() async {
         while !Task.isCancelled {
             if await portTriggers.next().isEmpty { return }  // cancelled
@@ -404,7 +406,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 }
                 guard pending else { break }
                 triggers.signal(.docker)
-                delay = min(delay * 2, .seconds(1))
+                delay = min(delay * 2, .seconds(10))
             }
         }
     }
