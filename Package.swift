@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "BulkheadRuleset"),
         .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset"]),
         .target(name: "BulkheadDocker", dependencies: [
-            "BulkheadInventory",
+            "BulkheadInventory", "BulkheadEscaping",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),

@@ -1,3 +1,4 @@
+import BulkheadEscaping
 import BulkheadInventory
 
 /// Renders an `Inventory` as the snapshot file `InventoryLoader` reads (`bulkhead inventory`).
@@ -98,23 +99,5 @@ public enum InventorySnapshot {
     }
 
     /// A YAML double-quoted scalar; escapes are the JSON ones, which YAML shares.
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        for c in text.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if c.value < 0x20 || c.value == 0x7F || (0x80...0x9F).contains(c.value) || c.value == 0xFEFF || c.value == 0x2028 || c.value == 0x2029 {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(c)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quoted(_ text: String) -> String { Escape.jsonString(text) }
 }
