@@ -230,7 +230,14 @@ public final class FaultProxy: @unchecked Sendable {
             }
             if lock.withLock({ cutArmed }) {
                 lock.withLock { cutArmed = false; faultsServed.append("GET /events: cut mid-event") }
-                writeAll(client, Array(bytes[..<max(1, bytes.count / 2)]))
+                // Cut inside the first event of what arrived: under load dockerd sends several in
+                // one read, and half of all of them can hold the first one whole.
+                var cut = max(1, bytes.count / 2)
+                if let open = bytes.firstIndex(of: UInt8(ascii: "{")),
+                   let end = bytes[open...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes[open...].firstIndex(of: UInt8(ascii: "}")) {
+                    cut = open + max(1, (end - open) / 2)
+                }
+                writeAll(client, Array(bytes[..<cut]))
                 return
             }
             writeAll(client, bytes)
