@@ -136,7 +136,7 @@ public final class Lab: @unchecked Sendable {
             "net.ipv4.icmp_msgs_per_sec=100000", "net.ipv4.icmp_msgs_burst=100000",
         ]
         if forwarding {
-            settings += Self.hostSysctls.map { "\($0.key)=\($0.value)" }
+            settings += hostSysctls.map { "\($0.key)=\($0.value)" }
         }
         _ = try runner.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w"] + settings, purpose: "configuring sysctls in \(ns)")
         try ip(["-n", ns, "link", "set", "lo", "up"], "bringing up loopback in \(ns)")
@@ -144,12 +144,16 @@ public final class Lab: @unchecked Sendable {
 
     /// Forwarding, and bridge netfilter: on this kernel `net.bridge.bridge-nf-call-*` are per network
     /// namespace (a new namespace starts at 1, and setting it here does not change the initial one).
-    static let hostSysctls: KeyValuePairs<String, String> = [
-        "net.ipv4.ip_forward": "1",
-        "net.ipv6.conf.all.forwarding": "1",
-        "net.bridge.bridge-nf-call-iptables": "1",
-        "net.bridge.bridge-nf-call-ip6tables": "1",
-    ]
+    /// With `LabConfiguration.bridgeNetfilter` off, both are set to 0 instead.
+    var hostSysctls: [(key: String, value: String)] {
+        let bridge = configuration.bridgeNetfilter ? "1" : "0"
+        return [
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv6.conf.all.forwarding", "1"),
+            ("net.bridge.bridge-nf-call-iptables", bridge),
+            ("net.bridge.bridge-nf-call-ip6tables", bridge),
+        ]
+    }
 
     private func build() throws {
         let l = layout
@@ -157,10 +161,11 @@ public final class Lab: @unchecked Sendable {
         try addNamespace(host, forwarding: true)
         // Read back: if bridge netfilter were not namespaced (or not built), bridged traffic would bypass
         // the forward hook and every enforcement test would pass for the wrong reason.
-        let keys = Self.hostSysctls.map(\.key)
+        let expectedSysctls = hostSysctls
+        let keys = expectedSysctls.map(\.key)
         let values = try runner.run(["ip", "netns", "exec", host, "sysctl", "-n"] + keys, purpose: "reading sysctls in \(host)")
             .split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
-        for (i, (key, expected)) in Self.hostSysctls.enumerated() {
+        for (i, (key, expected)) in expectedSysctls.enumerated() {
             let actual = i < values.count ? values[i] : "(missing)"
             if actual != expected { throw LabError.sysctlMismatch(namespace: host, key: key, expected: expected, actual: actual) }
         }

@@ -10,6 +10,11 @@ public struct LabConfiguration: Sendable, Hashable {
     /// The /30 between the host (`.1`) and the world (`.2`). RFC 2544 benchmarking space, so it never
     /// collides with Docker's 172.16/12 defaults nor with the documentation ranges used for the world.
     public var transitIPv4: IPNetwork
+    /// Whether the lab turns bridge netfilter (`net.bridge.bridge-nf-call-iptables` and `-ip6tables`)
+    /// on in its host namespace. Off, the lab turns both off, as on a host where nobody did: bridged
+    /// traffic between two containers then bypasses the inet hooks until `apply` (through
+    /// `BridgeNetfilter.ensureEnabled`) turns them on, which is the path a test of apply must run.
+    public var bridgeNetfilter: Bool
 
     /// TEST-NET-1/2/3 and the IPv6 documentation prefix: never routed on the internet.
     public static let defaultWorldAddresses: [IPNetwork] = [
@@ -18,8 +23,10 @@ public struct LabConfiguration: Sendable, Hashable {
 
     public init(namePrefix: String = "bhlab",
                 worldAddresses: [IPNetwork] = LabConfiguration.defaultWorldAddresses,
-                transitIPv4: IPNetwork = IPNetwork("198.18.255.0/30")!) {
+                transitIPv4: IPNetwork = IPNetwork("198.18.255.0/30")!,
+                bridgeNetfilter: Bool = true) {
         self.namePrefix = namePrefix
+        self.bridgeNetfilter = bridgeNetfilter
         self.worldAddresses = worldAddresses
         self.transitIPv4 = transitIPv4
     }

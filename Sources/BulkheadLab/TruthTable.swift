@@ -72,6 +72,11 @@ extension Lab {
 }
 
 /// One row of a truth table: a probe, what the oracle expected, and what happened.
+///
+/// "Denied" means dropped: an expected-denied probe matches only when nothing came back (it timed
+/// out) or the sender's own kernel dropped it on the way out (`blockedLocally`, a drop in the
+/// output hook). A TCP reset, an ICMP port unreachable or any other ICMP error means the packet got
+/// somewhere that answered: for a denied probe that is a mismatch, not a block.
 public struct TruthTableRow: Sendable, Hashable, CustomStringConvertible {
     public var result: ProbeResult
     /// The address the oracle judged the probe's source by (see `Lab.sourceAddress(for:)`).
@@ -80,28 +85,55 @@ public struct TruthTableRow: Sendable, Hashable, CustomStringConvertible {
     public var expectedToPass: Bool
     /// Why the oracle decided so (for example the policy line), for reports.
     public var reason: String?
+    /// How many times the probe was sent: an expected-allowed probe that did not answer is sent
+    /// once more before it counts as a mismatch (a lost SYN under load is not a policy); an
+    /// expected-denied probe is sent once.
+    public var attempts: Int
 
-    /// With a server on every probed port, passing means answered; anything else was stopped.
+    public init(result: ProbeResult, source: IPAddress?, expectedToPass: Bool, reason: String?, attempts: Int = 1) {
+        self.result = result
+        self.source = source
+        self.expectedToPass = expectedToPass
+        self.reason = reason
+        self.attempts = attempts
+    }
+
+    /// With a server on every probed port, passing means answered.
     public var passed: Bool { result.outcome == .answered }
-    public var matches: Bool { passed == expectedToPass }
+    /// Dropped on the way: timed out, or dropped by the sender's own output path.
+    public var dropped: Bool { result.outcome == .timedOut || result.outcome == .blockedLocally }
+    /// Allowed must be answered; denied must be dropped (a refusal or ICMP error is a mismatch).
+    public var matches: Bool { expectedToPass ? passed : dropped }
 
     public var description: String {
-        "\(matches ? "ok      " : "MISMATCH") \(result) — expected \(expectedToPass ? "pass" : "blocked")"
+        "\(matches ? "ok      " : "MISMATCH") \(result) — expected \(expectedToPass ? "answered" : "dropped")"
+            + (attempts > 1 ? " (sent \(attempts) times)" : "")
             + (reason.map { ": \($0)" } ?? "")
     }
 }
 
 extension ProbeRunner {
     /// Starts servers on every probed port, runs the probes and compares each with the oracle.
+    /// An expected-allowed probe that was not answered is run once more (in one batch with the other
+    /// such probes) before it counts; an expected-denied probe runs once, so a drop costs one timeout.
     /// - Parameter oracle: given the probe and its source address, whether it should pass, and why.
     /// - Returns: one row per probe, in the order given.
     public func truthTable(_ probes: [Probe], oracle: (Probe, IPAddress?) -> (passes: Bool, reason: String?)) throws -> [TruthTableRow] {
         try startServers(for: probes)
         let results = try run(probes)
-        return results.map { r in
+        var rows = results.map { r in
             let source = lab.sourceAddress(for: r.probe)
             let verdict = oracle(r.probe, source)
             return TruthTableRow(result: r, source: source, expectedToPass: verdict.passes, reason: verdict.reason)
         }
+        let retry = rows.indices.filter { rows[$0].expectedToPass && !rows[$0].passed }
+        if !retry.isEmpty {
+            let again = try run(retry.map { rows[$0].result.probe })
+            for (i, r) in zip(retry, again) {
+                rows[i].result = r
+                rows[i].attempts = 2
+            }
+        }
+        return rows
     }
 }

@@ -67,8 +67,13 @@ struct VerifyCommand: ParsableCommand {
             let seconds = Date().timeIntervalSince(started)
             let mismatches = rows.filter { !$0.matches }
             let passed = rows.filter(\.passed).count
+            let dropped = rows.filter(\.dropped).count
+            // Refused (a reset, port unreachable) or another ICMP error: the packet got somewhere, so
+            // it is neither an answer nor a drop, and always a mismatch.
+            let other = rows.count - passed - dropped
             if matrix { print(Self.matrix(rows, lab: lab)) }
-            print("Probed \(rows.count) connections (\(traffic.map(\.description).joined(separator: ", ")); IPv4, IPv6 and link-local) in \(String(format: "%.1f", seconds)) s: \(passed) answered, \(rows.count - passed) dropped.")
+            print("Probed \(rows.count) connections (\(traffic.map(\.description).joined(separator: ", ")); IPv4, IPv6 and link-local) in \(String(format: "%.1f", seconds)) s: \(passed) answered, \(dropped) dropped"
+                  + (other > 0 ? ", \(other) refused or unreachable." : "."))
             if mismatches.isEmpty {
                 print("Every probe matches the policies.")
             } else {
@@ -90,7 +95,7 @@ struct VerifyCommand: ParsableCommand {
 
     /// For each source, the destinations and ports it reached (IPv4 probes; IPv6 agree or show as mismatches).
     static func matrix(_ rows: [TruthTableRow], lab: Lab) -> String {
-        var lines = ["", "What each party reaches (IPv4; + answered, - dropped):"]
+        var lines = ["", "What each party reaches (IPv4; + answered, - dropped, ! refused or unreachable):"]
         let v4 = rows.filter { $0.result.probe.to.isIPv4 }
         let bySource = Dictionary(grouping: v4) { $0.result.probe.from }
         for from in bySource.keys.sorted() {
@@ -101,9 +106,9 @@ struct VerifyCommand: ParsableCommand {
                 let marks = byTarget[to]!.sorted { $0.result.probe.traffic.description < $1.result.probe.traffic.description }.compactMap { r -> String? in
                     let t = r.result.probe.traffic.description
                     guard seen.insert(t).inserted else { return nil }
-                    return (r.passed ? "+" : "-") + t
+                    return (r.passed ? "+" : r.dropped ? "-" : "!") + t
                 }
-                let allowed = marks.filter { $0.hasPrefix("+") }
+                let allowed = marks.filter { !$0.hasPrefix("-") }  // what got there, answered or not
                 lines.append("    → \(to.padding(toLength: 24, withPad: " ", startingAt: 0)) \(allowed.isEmpty ? "(nothing)" : allowed.joined(separator: " "))")
             }
         }

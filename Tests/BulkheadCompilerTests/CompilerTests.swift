@@ -35,12 +35,20 @@ func exampleInventory() throws -> Inventory {
     }
 
     @Test func everyAllowRuleNamesItsFlowAndCounts() throws {
-        let out = Compiler.compile(try examplePolicies(), try exampleInventory())
-        for rule in out.table.rules where rule.statements.last == .verdict(.accept) && rule.chain.contains("_") {
+        let policies = try examplePolicies()
+        let out = Compiler.compile(policies, try exampleInventory())
+        var named: Set<String> = []
+        let allows = out.table.rules.filter { $0.statements.last == .verdict(.accept) && $0.chain.contains("_") }
+        for rule in allows {
             let comment = try #require(rule.comment)
             #expect(out.flowsByReference[comment] != nil, "\(rule)")
             #expect(rule.statements.contains { if case .counter = $0 { return true } else { return false } })
+            named.insert(comment)
         }
+        // The loop must have had something to check: every flow of the example is opened by a rule.
+        #expect(!allows.isEmpty, "the example compiles to no allow rule")
+        #expect(named == Set(out.flowsByReference.keys) && named.count == policies.flows.count,
+                "allow rules name \(named.count) flows of \(policies.flows.count): \(named.sorted())")
     }
 
     @Test func oneContainerAddedTouchesOnlyElements() throws {
