@@ -70,15 +70,12 @@ public final class NFLogListener: @unchecked Sendable {
         var header = [UInt8]()
         header += withUnsafeBytes(of: UInt32(16 + body.count)) { Array($0) }
         header += withUnsafeBytes(of: Self.subsystemULOG << 8 | message) { Array($0) }
-        header += withUnsafeBytes(of: UInt16(NLM_F_REQUEST | NLM_F_ACK)) { Array($0) }
+        header += withUnsafeBytes(of: UInt16(0x1 | 0x4)  /* NLM_F_REQUEST | NLM_F_ACK */) { Array($0) }
         header += withUnsafeBytes(of: seq) { Array($0) }
         header += withUnsafeBytes(of: UInt32(0)) { Array($0) }
         let packet = header + body
-        var address = sockaddr_nl()
-        address.nl_family = sa_family_t(AF_NETLINK)
-        let sent = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd.raw, packet, packet.count, 0, $0, socklen_t(MemoryLayout<sockaddr_nl>.size)) }
-        }
+        // Unconnected netlink sockets send to the kernel (port id 0) when no address is given.
+        let sent = send(fd.raw, packet, packet.count, 0)
         guard sent == packet.count else { throw .system(call: "sendto", target: what, errno: errno) }
         var buffer = [UInt8](repeating: 0, count: 8192)
         var p = pollfd(fd: fd.raw, events: Int16(POLLIN), revents: 0)
@@ -86,7 +83,7 @@ public final class NFLogListener: @unchecked Sendable {
         guard poll(&p, 1, 5000) > 0 else { throw .system(call: "poll", target: what + " (no ack within the 5 s hang guard)", errno: ETIMEDOUT) }
         let n = recv(fd.raw, &buffer, buffer.count, 0)
         guard n > 0 else { throw .system(call: "recv", target: what, errno: errno) }
-        for (type, payload) in Self.messages(Array(buffer[0..<n])) where type == UInt16(NLMSG_ERROR) && payload.count >= 4 {
+        for (type, payload) in Self.messages(Array(buffer[0..<n])) where type == 2 /* NLMSG_ERROR */ && payload.count >= 4 {
             let code = payload.withUnsafeBytes { $0.loadUnaligned(as: Int32.self) }
             if code != 0 { throw .system(call: "NFULNL_MSG_CONFIG", target: what, errno: -code) }
         }

@@ -33,12 +33,15 @@ extension Lab {
 
     /// Every probe from each party to each address of every other party (and of itself when
     /// `includeSelf`), for each kind of traffic, sorted. Parties default to host, world and every container.
+    /// A container with no address of a destination's family sends nothing there (its kernel has no
+    /// route: the answer would say nothing about a policy).
     public func probeMatrix(traffic: [Traffic], parties: [Party]? = nil, includeSelf: Bool = false) -> [Probe] {
         let all = parties ?? ([.host, .world] + containers.map { Party.container($0) })
         var probes: [Probe] = []
         for from in all {
             for to in all where includeSelf || to != from {
                 for address in addresses(of: to) {
+                    if case .container = from, sourceAddress(for: Probe(from: from, to: address, traffic: .icmp)) == nil { continue }
                     for t in traffic { probes.append(Probe(from: from, to: address, traffic: t)) }
                 }
             }
