@@ -129,7 +129,7 @@ import Testing
         expectAllMatch(rows)
         let multi = IPAddress("10.72.0.2")!
         #expect(rows.contains { $0.result.probe.from == .container("peer3") && $0.result.probe.to == multi && $0.result.probe.traffic == .tcp(8003) && $0.passed })
-        #expect(rows.contains { $0.result.probe.from == .container("peer3") && $0.result.probe.to == multi && $0.result.probe.traffic == .tcp(8000) && !$0.passed })
+        #expect(rows.contains { $0.result.probe.from == .container("peer3") && $0.result.probe.to == multi && $0.result.probe.traffic == .tcp(8000) && $0.dropped })
     }
 }
 
