@@ -5,6 +5,7 @@ import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
 import BulkheadTestSupport
+import Foundation
 import Testing
 
 /// Two segments govern one network: `e` enforces, `u` audits. A container of `u` only is audited
@@ -101,10 +102,10 @@ import Testing
     #expect(!drops.isEmpty, "the drop rules counted the denials of both and enforced:\n\(listed)")
 }
 
-/// `apply` turns bridge netfilter on where it was off: in a lab whose host namespace has it off
-/// (as a fresh host may), the rules alone do not stop a denied flow between two containers of one
-/// bridge; after the call apply makes (`BridgeNetfilter.ensureEnabled`, whose lines apply prints)
-/// the same probes are dropped, and the lines say what was turned on.
+/// `bulkhead apply` turns bridge netfilter on where it was off: in a lab whose host namespace has it
+/// off (as a fresh host may), the rules alone do not stop a denied flow between two containers of one
+/// bridge. The `bulkhead` binary's `apply --netns` on the same inputs has no rule to change, turns both
+/// sysctls on and says so on stderr; afterwards the same probes are dropped.
 @Test func applyTurnsBridgeNetfilterOnAndThenDenialsAreDropped() throws {
     try TestSystem.requireRoot("a bridge netfilter test")
     let yaml = """
@@ -135,11 +136,15 @@ import Testing
     let host = lab.hostNamespace
     #expect(try lab.run(in: host, ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]) == "0\n0\n")
 
+    // The rules, applied without the bridge netfilter step. The socket is closed at the end of the
+    // block, so the table (owner, persist) is left for the binary to adopt.
     var labInventory = lab.inventory
     labInventory.hostAddresses = lab.addresses(of: .host)
-    let backend = try NetlinkNetfilter(namespace: host)
-    let planner = Planner()
-    try planner.apply(try planner.plan(policies: try policies(yaml), inventory: labInventory, backend: backend), to: backend)
+    do {
+        let backend = try NetlinkNetfilter(namespace: host)
+        let planner = Planner()
+        try planner.apply(try planner.plan(policies: try policies(yaml), inventory: labInventory, backend: backend), to: backend)
+    }
 
     let web = lab.addresses(of: .container("web"))
     #expect(web.count == 2)
@@ -150,13 +155,55 @@ import Testing
     let before = try runner.run(allowed + denied)
     #expect(before.map(\.outcome) == [.answered, .answered, .answered, .answered], "with bridge netfilter off the rules are bypassed: \(before)")
 
-    let lines = try BridgeNetfilter.ensureEnabled(namespace: host)
-    #expect(lines == [
+    // The product path: the binary's apply on the same inputs, in the lab's host namespace.
+    let dir = try TestSystem.check(["mktemp", "-d", "/tmp/bulkhead-bridge-nf.XXXXXX"]).trimmingCharacters(in: .whitespacesAndNewlines)
+    defer { _ = try? TestSystem.run(["rm", "-rf", dir]) }
+    try Data(yaml.utf8).write(to: URL(fileURLWithPath: dir + "/b.yaml"))
+    try snapshotJSON(labInventory).write(to: URL(fileURLWithPath: dir + "/inventory.json"))
+    let apply = try runBulkhead(["apply", "--netns", host, "--policies", dir + "/b.yaml", "--inventory", dir + "/inventory.json"])
+    #expect(apply.status == 0, "\(apply)")
+    let notes = apply.stderr.split(separator: "\n").map(String.init).filter { $0.contains("turned on") }
+    #expect(notes == [
         "turned on net.bridge.bridge-nf-call-iptables=1 in network namespace \(host) so traffic between containers on one bridge is filtered",
         "turned on net.bridge.bridge-nf-call-ip6tables=1 in network namespace \(host) so traffic between containers on one bridge is filtered",
-    ])
+    ], "apply's stderr: \(apply.stderr)")
     #expect(try lab.run(in: host, ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables"]) == "1\n1\n")
     let after = try runner.run(allowed + denied)
     #expect(after.map(\.outcome) == [.answered, .answered, .timedOut, .timedOut], "with bridge netfilter on, the denial is dropped: \(after)")
-    #expect(try BridgeNetfilter.ensureEnabled(namespace: host) == [], "a second apply has nothing to turn on")
+    let again = try runBulkhead(["apply", "--netns", host, "--policies", dir + "/b.yaml", "--inventory", dir + "/inventory.json"])
+    #expect(again.status == 0 && !again.stderr.contains("turned on"), "a second apply has nothing to turn on: \(again)")
+}
+
+/// An inventory as the snapshot file format writes it (`bulkhead inventory`, policies/inventory.json),
+/// with the bridge, MACs and ports the lab filled in (port binding needs them).
+func snapshotJSON(_ inventory: Inventory) throws -> Data {
+    let networks: [[String: Any]] = inventory.networks.map { n in
+        var out: [String: Any] = ["name": n.name, "subnets": n.subnets.map(\.description), "gateways": n.gateways.map(\.description)]
+        if let b = n.bridge { out["bridge"] = b }
+        return out
+    }
+    let containers: [[String: Any]] = inventory.containers.map { c in
+        ["name": c.name, "labels": c.labels, "networks": c.networks.mapValues { a -> [String: Any] in
+            var out: [String: Any] = [:]
+            if let v = a.ipv4 { out["ipv4"] = v.description }
+            if let v = a.ipv6 { out["ipv6"] = v.description }
+            if let v = a.mac { out["mac"] = v }
+            if let v = a.port { out["port"] = v }
+            return out
+        }]
+    }
+    return try JSONSerialization.data(withJSONObject: ["host": ["addresses": inventory.hostAddresses.map(\.description)],
+                                                       "networks": networks, "containers": containers], options: [.sortedKeys])
+}
+
+/// The `bulkhead` binary built next to the test bundle (`swift build --build-tests` builds both).
+func runBulkhead(_ args: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let bundleDir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    let candidates = [bundleDir.appendingPathComponent("bulkhead").path,
+                      bundleDir.deletingLastPathComponent().appendingPathComponent("bulkhead").path,
+                      TestSystem.repositoryRoot + "/.build/debug/bulkhead"]
+    let binary = try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0) },
+                              "no bulkhead binary in \(candidates): run swift build --build-tests")
+    let run = try TestSystem.run([binary] + args)
+    return (run.status, run.out, run.err)
 }
