@@ -127,6 +127,7 @@ import Testing
         defer { env.destroy() }
         let rows = try env.verify([.tcp(8000), .tcp(8001), .tcp(8003), .tcp(22)])
         expectAllMatch(rows)
+        expectNaiveAgrees(rows, lab: env.lab, naive: env.naive)
         let multi = IPAddress("10.72.0.2")!
         #expect(rows.contains { $0.result.probe.from == .container("peer3") && $0.result.probe.to == multi && $0.result.probe.traffic == .tcp(8003) && $0.passed })
         #expect(rows.contains { $0.result.probe.from == .container("peer3") && $0.result.probe.to == multi && $0.result.probe.traffic == .tcp(8000) && $0.dropped })
