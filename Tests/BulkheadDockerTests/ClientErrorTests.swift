@@ -104,11 +104,16 @@ struct ClientErrorTests {
     }
 
     @Test func eventStreamCutMidEventThrows() async throws {
-        let daemon = try ScriptedDaemon(pieces: ScriptedDaemon.chunked([#"{"Type":"container","Action":"cre"#], end: false))
+        // dockerd stays up (its socket still answers): only this connection is cut.
+        let daemon = try ScriptedDaemon(pieces: ScriptedDaemon.chunked([#"{"Type":"container","Action":"cre"#], end: false), keepListening: true)
         let docker = DockerClient(endpoint: DockerEndpoint(socketPath: daemon.path))
-        await #expect(throws: DockerClientError.self) {
-            for try await _ in docker.events(since: nil) {}
+        // The half event is dropped with the connection: the stream ends (reconnect and re-list).
+        var received: [DockerEvent] = []
+        await #expect(throws: DockerClientError.eventStreamEnded(path: daemon.path)) {
+            for try await e in docker.events(since: nil) { received.append(e) }
         }
+        #expect(received.isEmpty, "a half event must never be decoded: \(received)")
+        daemon.release()
         daemon.wait()
     }
 

@@ -38,7 +38,7 @@ struct EventDecoderTests {
 
     @Test func aLineWithoutEndIsRefused() throws {
         var decoder = DockerEventDecoder()
-        #expect(throws: DockerClientError.self) {
+        #expect(throws: DockerClientError.malformedResponse(request: "GET /events", detail: "more than \(DockerEventDecoder.maximumLine) bytes without a newline")) {
             _ = try decoder.feed([UInt8](repeating: UInt8(ascii: "x"), count: DockerEventDecoder.maximumLine + 1))
         }
     }

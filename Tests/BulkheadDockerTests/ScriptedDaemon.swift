@@ -39,13 +39,18 @@ final class ScriptedDaemon: @unchecked Sendable {
     private let lock = NSLock()
     private var recorded = ""
     private let done = DispatchSemaphore(value: 0)
+    private let released = DispatchSemaphore(value: 0)
 
-    init(pieces: [String]) throws {
+    /// `keepListening`: after hanging up, the socket stays bound and listening until `release()`,
+    /// as dockerd's does when only one connection is cut (the client then sees a cut stream, not
+    /// a daemon that went away).
+    init(pieces: [String], keepListening: Bool = false) throws {
         listener = try UnixSocket.bind(path, listen: true)
         let listener = self.listener
         // A plain thread, not a Task: it blocks in accept/read and must not hold a cooperative thread.
         let thread = Thread { [self] in
             defer {
+                if keepListening { released.wait() }
                 close(listener)
                 unlink(path)
                 done.signal()
@@ -76,6 +81,9 @@ final class ScriptedDaemon: @unchecked Sendable {
 
     /// Waits for the connection to be served and closed.
     func wait() { done.wait() }
+
+    /// Lets a `keepListening` daemon close its socket.
+    func release() { released.signal() }
 
     /// An HTTP/1.1 chunked response carrying `chunks`, as dockerd streams `/events`.
     static func chunked(_ chunks: [String], end: Bool) -> [String] {

@@ -90,7 +90,8 @@ import Testing
             var bumped = Transaction(table: TableID(family: .inet, name: "other"), current: nil)
             try bumped.add(.table(Table(family: .inet, name: "other")))
             try nf.apply(bumped, expectedGeneration: nil)
-            #expect(throws: RulesetError.self) { try nf.apply(plan.transactions, expectedGeneration: stale) }
+            let now = try nf.generation()
+            #expect(throws: RulesetError.staleGeneration(expected: stale, actual: now)) { try nf.apply(plan.transactions, expectedGeneration: stale) }
             #expect(try nf.dump(table: Planner.tableID) == nil)
             #expect(try nf.dump(table: PortBinding.tableID) == nil)
             // The second table's transaction fails in the kernel: the first is not created either.

@@ -95,7 +95,10 @@ import Testing
             let listed = try TestSystem.nft(["list", "table", "inet", "bulkhead"], in: ns)
             #expect(!listed.unicodeScalars.contains { ($0.value < 0x20 && $0 != "\n" && $0 != "\t") || $0.value == 0x7F },
                     "seed \(seed): a control byte reached the kernel")
-            #expect(listed.contains("in_") && listed.contains("denies") || listed.contains("would deny"))
+            // Each mode the seed drew ends an identity chain: `… denies` (enforce), `… would deny` (audit).
+            #expect(listed.contains("in_"))
+            #expect(listed.contains(" denies\"") == generated.mode.contains("enforce"), "seed \(seed): modes \(generated.mode)")
+            #expect(listed.contains(" would deny\"") == generated.mode.contains("audit"), "seed \(seed): modes \(generated.mode)")
         }
     }
 

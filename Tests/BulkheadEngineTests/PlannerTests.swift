@@ -62,10 +62,13 @@ func examples() throws -> (PolicySet, Inventory) {
         let (policies, inventory) = try examples()
         let fake = FakeNetfilter()
         let planner = Planner()
+        let read = try fake.generation()
         let plan = try planner.plan(policies: policies, inventory: inventory, backend: fake)
         // Someone else commits between our read and our write.
         try fake.apply(Transaction(table: TableID(family: .inet, name: "other"), current: nil).adding(.table(Table(family: .inet, name: "other"))), expectedGeneration: nil)
-        #expect(throws: (any Error).self) { try planner.apply(plan, to: fake) }
+        let now = try fake.generation()
+        #expect(now != read)
+        #expect(throws: RulesetError.staleGeneration(expected: read, actual: now)) { try planner.apply(plan, to: fake) }
         #expect(try fake.dump(table: Planner.tableID) == nil)
     }
 }

@@ -57,7 +57,9 @@ struct LayoutTests {
             try LabLayout(name: "x", inventory: outside)
         }
         let overlapsWorld = Inventory(networks: [Network(name: "n", subnets: [IPNetwork("203.0.113.0/25")!])])
-        #expect(throws: LabError.self) { try LabLayout(name: "x", inventory: overlapsWorld) }
+        #expect(throws: LabError.invalidInventory("world address 203.0.113.10/24 overlaps subnet 203.0.113.0/25 of network 'n': choose other world addresses")) {
+            try LabLayout(name: "x", inventory: overlapsWorld)
+        }
     }
 
     /// Every command targets a lab namespace: nothing is ever created in, or run in, the initial one.

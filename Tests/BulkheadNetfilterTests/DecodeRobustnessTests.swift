@@ -96,9 +96,9 @@ import Testing
         ("zero length", [UInt8](repeating: 0, count: 32)),
     ] as [(String, [UInt8])])
     func garbageIsAMalformedReply(_ name: String, _ bytes: [UInt8]) {
-        #expect(throws: NetfilterError.self, "\(name)") { try NetlinkNetfilter.decodeDump(messages: bytes) }
         do {
             _ = try NetlinkNetfilter.decodeDump(messages: bytes)
+            Issue.record("\(name): decoded without an error")
         } catch let NetfilterError.malformedReply(text) {
             #expect(text.contains("offset 0"), "\(name): \(text)")
         } catch {

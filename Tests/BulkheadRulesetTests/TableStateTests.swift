@@ -45,7 +45,7 @@ import Testing
             try copy.add(.rule(Rule(chain: "c", [.verdict(.goto("a"))])))
         }
         // Two new map targets that only loop together are still caught.
-        #expect(throws: RulesetError.self) {
+        #expect(throws: RulesetError.jumpLoop(chain: "b", target: "b")) {
             var copy = tx
             try copy.add(.elements(set: "m", [SetElement(.ipv4(v4("10.0.0.2")), .verdict(.jump("b")))]))
         }
@@ -75,7 +75,11 @@ import Testing
         // Valid against the dump; after `loop` commits it closes b -> (m) -> c -> a -> b.
         try stale.add(.elements(set: "m", [SetElement(.ipv4(v4("10.0.0.3")), .verdict(.jump("c")))]))
         try fake.apply(loop, expectedGeneration: nil)
-        #expect(throws: RulesetError.self) { try fake.apply(stale, expectedGeneration: nil) }
+        // Its only operation: the new c target closes b -> (m) -> c -> a -> b, reported at c -> a.
+        #expect(throws: RulesetError.operationFailed(index: 0, operation: "add element inet bh m { 10.0.0.3 : jump c }",
+                                                     error: .jumpLoop(chain: "c", target: "a"))) {
+            try fake.apply(stale, expectedGeneration: nil)
+        }
         #expect(try fake.dump(table: id)?.rules(in: "c").count == 2)
     }
 

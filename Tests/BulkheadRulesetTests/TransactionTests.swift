@@ -96,26 +96,42 @@ import Testing
 
     @Test func invalidRulesAreExplained() throws {
         let tx = try base()
-        func refused(_ r: Rule) -> Bool {
+        func refusal(_ r: Rule) -> RulesetError? {
             var copy = tx
-            do { try copy.add(.rule(r)); return false } catch { return true }
+            do { try copy.add(.rule(r)); return nil } catch { return error }
         }
-        #expect(refused(Rule(chain: "in_x", [.log(Log(group: 1, level: .info))])))
-        #expect(refused(Rule(chain: "in_x", [.reject(.tcpReset)])))
-        #expect(refused(Rule(chain: "in_x", [.reject(.icmpx(1))])))
-        #expect(refused(Rule(chain: "in_x", [.match(Match(.ctState, negated: true, .value(.ctState([.new, .invalid]))))])))
-        #expect(refused(Rule(chain: "in_x", [.match(Match([.ipSaddr, .tcpDport], .value(.port(1))))])))
-        #expect(refused(Rule(chain: "in_x", [.verdict(.accept)], comment: "has \"quotes\"")))
-        #expect(refused(Rule(chain: "in_x", [])))
-        #expect(refused(Rule(chain: "nope", [.verdict(.accept)])))
-        #expect(!refused(Rule(chain: "in_x", [.match(Match(.tcpDport, .value(.port(1)))), .reject(.tcpReset)])))
+        /// Refused as `invalidRule` in the rule's own chain, with its text and a reason that says why.
+        func expectExplained(_ r: Rule, _ reason: String, sourceLocation: SourceLocation = #_sourceLocation) {
+            let error = refusal(r)
+            guard case .invalidRule(let chain, let text, let why)? = error else {
+                Issue.record("expected invalidRule, got \(String(describing: error))", sourceLocation: sourceLocation); return
+            }
+            #expect(chain == r.chain && text == NFTText.rule(r), sourceLocation: sourceLocation)
+            #expect(why.contains(reason), "\(why)", sourceLocation: sourceLocation)
+        }
+        expectExplained(Rule(chain: "in_x", [.log(Log(group: 1, level: .info))]), "log level and group are mutually exclusive")
+        expectExplained(Rule(chain: "in_x", [.reject(.tcpReset)]), "'reject with tcp reset' needs 'meta l4proto tcp' or a tcp match before it")
+        expectExplained(Rule(chain: "in_x", [.reject(.icmpx(1))]), "this is the family's default reject")
+        expectExplained(Rule(chain: "in_x", [.match(Match(.ctState, negated: true, .value(.ctState([.new, .invalid]))))]),
+                        "never matches as intended; use an anonymous set")
+        expectExplained(Rule(chain: "in_x", [.match(Match([.ipSaddr, .tcpDport], .value(.port(1))))]), "a concatenation can only be matched against a set")
+        expectExplained(Rule(chain: "in_x", [.verdict(.accept)], comment: "has \"quotes\""), "comment may hold printable ASCII only, without '\"'")
+        expectExplained(Rule(chain: "in_x", []), "a rule needs at least one statement")
+        #expect(refusal(Rule(chain: "nope", [.verdict(.accept)])) == .noSuchChain("nope"))
+        #expect(refusal(Rule(chain: "in_x", [.match(Match(.tcpDport, .value(.port(1)))), .reject(.tcpReset)])) == nil)
     }
 
     @Test func namesAreChecked() throws {
         var tx = try base()
-        #expect(throws: RulesetError.self) { try tx.add(.chain(Chain(name: "bad name"))) }
-        #expect(throws: RulesetError.self) { try tx.add(.set(NFTSet(name: "__set0", key: KeyType(.ipv4Addr)))) }
-        #expect(throws: RulesetError.self) { try tx.add(.table(Table(family: .ip, name: "other"))) }
+        #expect(throws: RulesetError.invalidName(kind: "chain", name: "bad name", reason: "' ' is not allowed (letters, digits, '_', '.', '-')")) {
+            try tx.add(.chain(Chain(name: "bad name")))
+        }
+        #expect(throws: RulesetError.invalidName(kind: "set", name: "__set0", reason: "names starting with '__' are reserved for anonymous sets")) {
+            try tx.add(.set(NFTSet(name: "__set0", key: KeyType(.ipv4Addr))))
+        }
+        #expect(throws: RulesetError.wrongTable(expected: id, got: TableID(family: .ip, name: "other"))) {
+            try tx.add(.table(Table(family: .ip, name: "other")))
+        }
     }
 
     @Test func descriptionIsAnNftScript() throws {
