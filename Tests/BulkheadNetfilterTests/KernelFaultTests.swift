@@ -7,6 +7,11 @@ import Testing
 struct KernelFaultTests {
     static let id = TableID(family: .inet, name: "bulkhead")
 
+    /// `uname -r`, to name the kernel that lacks something.
+    static var kernelRelease: String {
+        ((try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)) ?? "?").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     static func baseTable() -> Table {
         Table(family: .inet, name: "bulkhead",
               sets: [NFTSet(name: "svc", key: KeyType(.ipv4Addr), elements: [SetElement(.ipv4(v4("10.0.0.1")))])],
@@ -160,7 +165,7 @@ struct KernelFaultTests {
             let probe = try NetlinkNetfilter(namespace: ns)
             // Never skipped: a kernel without the flags fails here, saying which it lacks.
             try #require(probe.ownership == .ownerPersist,
-                         "this kernel (\(ProcessInfo.processInfo.operatingSystemVersionString)) lacks nftables table flags owner (NFT_TABLE_F_OWNER, Linux 5.12) and persist (NFT_TABLE_F_PERSIST, Linux 6.9): detected \(probe.ownership)")
+                         "this kernel (Linux \(Self.kernelRelease)) lacks nftables table flags owner (NFT_TABLE_F_OWNER, Linux 5.12) and persist (NFT_TABLE_F_PERSIST, Linux 6.9): detected \(probe.ownership)")
             do {
                 let holder = try NetlinkNetfilter(namespace: ns)
                 try holder.apply(try creation(of: Self.baseTable()), expectedGeneration: nil)
