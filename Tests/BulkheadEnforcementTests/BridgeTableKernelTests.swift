@@ -102,8 +102,9 @@ import Testing
             let error = #expect(throws: RulesetError.self) {
                 try nf.apply([plan.transaction, failing], expectedGeneration: nil)
             }
-            if case .operationFailed(let index, _, _)? = error {
+            if case .operationFailed(let index, let operation, .kernel(let errno, _))? = error {
                 #expect(index == plan.transaction.operations.count, "the failing operation is the first of the second table")
+                #expect(errno == ENOENT && operation.contains("ghost"), "\(String(describing: error))")
             } else {
                 Issue.record("expected operationFailed, got \(String(describing: error))")
             }

@@ -134,7 +134,8 @@ final class ScriptedTransport: NetlinkTransport {
         #expect {
             try nf.apply(try Self.transaction(), expectedGeneration: nil)
         } throws: { error in
-            "\(error)".contains("needs CAP_NET_ADMIN")
+            guard case RulesetError.permissionDenied = error else { return false }
+            return "\(error)".contains("needs CAP_NET_ADMIN")
         }
     }
 
