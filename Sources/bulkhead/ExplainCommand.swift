@@ -11,6 +11,10 @@ struct ExplainCommand: ParsableCommand {
         discussion: """
         A and B are a container name, a service (segment/name), an IP address, or host.
         Example: bulkhead explain --inventory policies/inventory.json --from shop-api-1 --to shop/db --port tcp/5432
+
+        Exit codes: 0 a verdict (allowed, denied, audited or ungoverned); 1 a service with no container,
+        a container without an address of the family asked, or an error; 64 usage (also: an unknown name);
+        66 unreadable input.
         """
     )
 

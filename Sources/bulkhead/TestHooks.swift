@@ -1,3 +1,4 @@
+import BulkheadEngine
 import BulkheadNetfilter
 import BulkheadRuleset
 import Foundation
@@ -30,6 +31,30 @@ enum TestHooks {
             try tx.add(.table(Table(family: .inet, name: scratch.name)))
             try tx.delete(.table(Table(family: .inet, name: scratch.name)))
             try other.apply(tx, expectedGeneration: nil)
+        }
+    }
+
+    /// `BULKHEAD_TEST_VERIFY_UNENFORCED=1`: `verify` removes the tables it has just applied to its
+    /// lab (through its own socket, which owns them), so the lab enforces nothing and every
+    /// probe the policies deny is answered. `Tests/BulkheadCLITests` use it to prove that verify
+    /// reports a lab that disagrees with the policies and exits 1 (no other input can make the
+    /// kernel disagree with the evaluator on purpose).
+    struct UnenforcedLab {
+        static let variable = "BULKHEAD_TEST_VERIFY_UNENFORCED"
+
+        init?() {
+            guard ProcessInfo.processInfo.environment[Self.variable] == "1" else { return nil }
+        }
+
+        func removeTables(_ backend: NetlinkNetfilter) throws {
+            var txs: [Transaction] = []
+            for id in [Planner.tableID, Planner.bridgeTableID] {
+                guard let live = try backend.dump(table: id) else { continue }
+                var tx = Transaction(table: id, current: live)
+                try tx.delete(.table(live.header))
+                txs.append(tx)
+            }
+            try backend.apply(txs, expectedGeneration: nil)
         }
     }
 }

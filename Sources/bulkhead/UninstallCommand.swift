@@ -7,7 +7,13 @@ struct UninstallCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "uninstall",
         abstract: "Remove everything Bulkhead put in the kernel (the table inet bulkhead).",
-        discussion: "Stop the agent first: while it runs it owns the table and the kernel refuses."
+        discussion: """
+        Also removes the table bridge bulkhead (port binding). Stop the agent first: while it runs it owns
+        the table and the kernel refuses.
+
+        Exit codes: 0 removed, or nothing to remove; 1 the kernel refused (no CAP_NET_ADMIN, or another
+        running process owns the table); 64 usage.
+        """
     )
 
     @Option(help: "The network namespace to clean (a name under /var/run/netns) instead of the current one.")

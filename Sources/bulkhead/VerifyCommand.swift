@@ -56,6 +56,7 @@ struct VerifyCommand: ParsableCommand {
             let plan = try planner.plan(policies: policies, inventory: inventory, backend: backend)
             if showPlan { print(Escape.terminalLines(PlanOutput.text(plan, nft: false))) }
             try planner.apply(plan, to: backend)
+            try TestHooks.UnenforcedLab()?.removeTables(backend)
             print("Applied to lab \(lab.name): \(plan.operationCount) operations, \(plan.opened.count) flows.")
 
             let runner = ProbeRunner(lab: lab, options: .init(timeout: .milliseconds(timeout)))
