@@ -11,10 +11,10 @@ import Testing
 
 /// Runs the binary with extra environment variables; `prefix` goes before it (`ip netns exec`,
 /// `setpriv`). Both pipes are read at once, so a chatty stderr cannot block the child.
-func cli(_ args: [String], env: [String: String] = [:], prefix: [String] = [], stdin: String? = nil) throws -> Run {
+func cli(_ args: [String], env: [String: String] = [:], prefix: [String] = [], stdin: String? = nil, executable: String = binary) throws -> Run {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: prefix.isEmpty ? binary : "/usr/bin/env")
-    p.arguments = prefix.isEmpty ? args : prefix + [binary] + args
+    p.executableURL = URL(fileURLWithPath: prefix.isEmpty ? executable : "/usr/bin/env")
+    p.arguments = prefix.isEmpty ? args : prefix + [executable] + args
     p.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
     p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
     let out = Pipe(), err = Pipe(), input = Pipe()
@@ -195,15 +195,23 @@ struct PlanProcessTests {
         try TestSystem.withNamespace(prefix: "bh-plan") { ns in
             #expect(try cli(["apply"] + exampleInputs + ["--netns", ns]).status == 0)
             let nobody = ["ip", "netns", "exec", ns, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-            let whoami = try TestSystem.run(nobody.dropLast() + ["id", "-u"])
+            let whoami = try TestSystem.run(nobody + ["id", "-u"])
             #expect(whoami.out == "65534\n", "the prefix really drops root: \(whoami.err)")
-            let r = try cli(["plan"] + exampleInputs, prefix: nobody)
+            // The checkout may sit where nobody cannot go (/root): the binary and the inputs are
+            // copied to a directory anyone can read.
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("bh-nobody-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o755])
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try FileManager.default.copyItem(atPath: binary, toPath: dir + "/bulkhead")
+            try FileManager.default.copyItem(atPath: repositoryRoot + "/policies", toPath: dir + "/policies")
+            let inputs = ["--policies", dir + "/policies", "--inventory", dir + "/policies/inventory.json"]
+            let r = try cli(["plan"] + inputs, prefix: nobody, executable: dir + "/bulkhead")
             #expect(r.status == 0, "\(r.stderr)")
             let first = try #require(r.stdout.split(separator: "\n").first.map(String.init))
             #expect(first.hasPrefix("Plan against an empty ruleset (cannot read the kernel: "), "\(r.stdout)")
             #expect(first.contains("permission denied: Bulkhead needs CAP_NET_ADMIN"), "\(first)")
             #expect(r.stdout.contains("Flows newly allowed (\(exampleFlowCount)):"), "compared with nothing, although the kernel has the table:\n\(r.stdout)")
-            let j = try cli(["plan"] + exampleInputs + ["--format", "json"], prefix: nobody)
+            let j = try cli(["plan"] + inputs + ["--format", "json"], prefix: nobody, executable: dir + "/bulkhead")
             #expect(j.status == 0)
             let baseline = try #require(try json(j.stdout)["baseline"] as? [String: Any])
             #expect(baseline["kind"] as? String == "empty")
@@ -411,7 +419,7 @@ struct VerifyProcessTests {
 
         """
         try withFiles(["p/tiny.yaml": policy, "inventory.yaml": inventory]) { dir in
-            let args = ["verify", "--policies", dir + "/p", "--inventory", dir + "/inventory.yaml", "--timeout", "200"]
+            let args = ["verify", "--policies", dir + "/p", "--inventory", dir + "/inventory.yaml"]
             // The control: the same lab, enforced, agrees.
             let agrees = try cli(args)
             #expect(agrees.status == 0, "\(agrees.stdout)\(agrees.stderr)")
