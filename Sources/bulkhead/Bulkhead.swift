@@ -6,8 +6,8 @@ struct Bulkhead: AsyncParsableCommand {
         commandName: "bulkhead",
         abstract: "Container network segmentation: allow exactly the declared flows between containers.",
         discussion: """
-        Exit codes: 0 success; 1 errors found (validate) or the command failed; 64 usage error;
-        66 an input path cannot be read.
+        Exit codes: 0 success; 1 errors found (validate) or the command failed; 2 changes to make
+        (plan --detailed-exitcode); 64 usage error; 66 an input path cannot be read.
         """,
         version: BulkheadVersion.current,
         subcommands: [Validate.self, PlanCommand.self, ApplyCommand.self, ExplainCommand.self, VerifyCommand.self, AgentCommand.self, InventoryCommand.self, UninstallCommand.self, Schema.self]

@@ -667,13 +667,14 @@ func dockerReachable() -> Bool {
 
     /// Every command's --help exits 0 and states the exit codes the tests above assert.
     @Test func helpDocumentsExitCodes() throws {
-        for (command, text) in [("plan", "Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes, 1 error; 64 usage; 66 unreadable input."),
+        for (command, text) in [("", "Exit codes: 0 success; 1 errors found (validate) or the command failed; 2 changes to make (plan --detailed-exitcode); 64 usage error; 66 an input path cannot be read."),
+                                ("plan", "Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes, 1 error; 64 usage; 66 unreadable input."),
                                 ("apply", "Exit codes: 0 applied (or nothing to do); 1 error, nothing changed"),
                                 ("verify", "Exit codes: 0 every probe matches; 1 a mismatch or an error; 64 usage; 66 unreadable input."),
                                 ("explain", "Exit codes: 0 a verdict (allowed, denied, audited or ungoverned); 1 a service with no container"),
                                 ("uninstall", "Exit codes: 0 removed, or nothing to remove; 1 the kernel refused"),
                                 ("inventory", "Exit codes: 0 printed; 1 Docker cannot be read; 64 usage")] {
-            let r = try cli([command, "--help"])
+            let r = try cli(command.isEmpty ? ["--help"] : [command, "--help"])
             #expect(r.status == 0)
             let flat = r.stdout.split(whereSeparator: \.isWhitespace).joined(separator: " ")
             #expect(flat.contains(text), "\(command): \(r.stdout)")
