@@ -432,7 +432,7 @@ struct VerifyProcessTests {
             let count = try #require(Int(header.split(separator: " ")[0]))
             let listed = lines.filter { $0.hasPrefix("  MISMATCH ") }
             #expect(count > 0 && listed.count == count, "\(r.stdout)")
-            #expect(listed.contains { $0.contains("tiny-b") && $0.contains("10.213.7.2") && $0.contains("tcp/80") && $0.contains("expected blocked") }, "b -> a tcp/80 answered:\n\(r.stdout)")
+            #expect(listed.contains { $0.hasPrefix("  MISMATCH tiny-b → 10.213.7.2 tcp/80: answered — expected dropped") }, "b -> a tcp/80 answered:\n\(r.stdout)")
             #expect(!lines.contains("Every probe matches the policies."))
         }
     }
