@@ -14,24 +14,7 @@ struct ApplyKernelTests {
 
     /// Runs the binary with extra environment variables; `prefix` goes before it (setpriv).
     func run(_ args: [String], env: [String: String] = [:], prefix: [String] = []) throws -> Run {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: prefix.isEmpty ? binary : "/usr/bin/env")
-        p.arguments = prefix.isEmpty ? args : prefix + [binary] + args
-        p.currentDirectoryURL = URL(fileURLWithPath: repositoryRoot)
-        p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        final class Box: @unchecked Sendable { var data = Data() }
-        let errBox = Box()
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); done.signal() }
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        done.wait()
-        p.waitUntilExit()
-        #expect(p.terminationReason == .exit, "bulkhead \(args.joined(separator: " ")) was killed by signal \(p.terminationStatus)")
-        return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: errBox.data, as: UTF8.self))
+        try cli(args, env: env, prefix: prefix)
     }
 
     func apply(_ ns: String, _ extra: [String] = [], env: [String: String] = [:]) throws -> Run {
