@@ -89,7 +89,12 @@ let package = Package(
 
         .testTarget(name: "BulkheadPolicyTests", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadEngine", "BulkheadCompiler"]),
         .testTarget(name: "BulkheadRulesetTests", dependencies: ["BulkheadRuleset", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadNetfilterTests", dependencies: ["BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),
+        // The compiler, policy and engine are here for `FakeVersusKernelTests` (the fake and the kernel
+        // fed the compiler's output).
+        .testTarget(name: "BulkheadNetfilterTests", dependencies: [
+            "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport",
+            "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory",
+        ]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),

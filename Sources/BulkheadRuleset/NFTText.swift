@@ -33,11 +33,12 @@ public enum NFTText {
         return out + "}\n"
     }
 
-    /// nft 1.0.6 knows `dormant` and `owner`; per ARCHITECTURE.md it prints `flags ` and nothing
-    /// else when the kernel also reports `persist`, which it does not know (not oracle-tested:
-    /// the `nft` CLI cannot create an owned table that outlives it).
+    /// nft 1.0.6 knows `dormant` and `owner` and leaves `persist`, which it does not know, out:
+    /// an `owner,persist` table lists as `flags owner` (checked against nft by
+    /// `ConstructRoundTripTests.everyConstructRoundTripsAndNftAgrees`; nft also appends
+    /// `# progname NAME` of the owning process to the table line, which a rendering cannot know),
+    /// and a table whose only flag is `persist` (orphaned) as `flags ` and nothing else.
     static func tableFlags(_ flags: TableFlags) -> String {
-        if flags.contains(.persist) { return "" }
         var names: [String] = []
         if flags.contains(.dormant) { names.append("dormant") }
         if flags.contains(.owner) { names.append("owner") }
@@ -156,7 +157,7 @@ public enum NFTText {
         switch m.operand {
         case .value(let v): return lhs + op + value(v)
         case .prefix(let v, let len): return lhs + op + value(v) + "/\(len)"
-        case .range(let a, let b): return lhs + op + value(a) + "-" + value(b)
+        case .range(let a, let b): return lhs + op + rangeEnd(a) + "-" + rangeEnd(b)
         case .set(let name): return lhs + op + "@" + name
         case .anonymousSet(let els):
             let sorted = ElementOrder.sorted(els, key: KeyType(m.fields.map(\.dataType)))
@@ -234,12 +235,22 @@ public enum NFTText {
         }
     }
 
+    /// nft prints the ends of a range as numbers even for types whose single values it names:
+    /// `icmp type 3-5`, `meta l4proto 6-17`, `icmp type { 3-5, echo-request }` (nft 1.0.6;
+    /// found by `ConstructRoundTripTests`, which printed `destination-unreachable-redirect`).
+    static func rangeEnd(_ v: Value) -> String {
+        switch v {
+        case .proto(let n), .nfProto(let n), .icmpType(let n), .icmpv6Type(let n): String(n)
+        default: value(v)
+        }
+    }
+
     public static func keyPart(_ p: KeyPart) -> String {
         switch p {
         case .value(let v): return value(v)
         case .range(let a, let b):
             if let len = prefixLength(a, b) { return value(a) + "/\(len)" }
-            return value(a) + "-" + value(b)
+            return rangeEnd(a) + "-" + rangeEnd(b)
         }
     }
 

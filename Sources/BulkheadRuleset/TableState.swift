@@ -205,6 +205,7 @@ struct TableState: Sendable, RuleContext {
         switch verb {
         case .add, .create:
             try Names.check("table", t.name)
+            try Self.checkFlags(t.flags, existing: header?.flags)
             if header != nil {
                 if verb == .create { throw .tableExists(id) }
                 header?.flags = t.flags
@@ -220,6 +221,28 @@ struct TableState: Sendable, RuleContext {
             deadRules = []
             for i in chainSlots.indices where chainSlots[i] != nil { chainSlots[i]!.rules = [] }
             graph.removeAllRules()
+        }
+    }
+
+    /// Table flags as the kernel takes them (`nf_tables_newtable` / `nf_tables_updtable`, all
+    /// EOPNOTSUPP): no bits beyond dormant|owner|persist; on an existing table `persist` never
+    /// changes, `owner` is never dropped, and is only added to an orphan (a table left with
+    /// `persist` alone after its owner exited). Found by `FakeVersusKernelTests`, where the fake
+    /// took any flags.
+    static func checkFlags(_ flags: TableFlags, existing: TableFlags?) throws(RulesetError) {
+        let known: TableFlags = [.dormant, .owner, .persist]
+        guard flags.isSubset(of: known) else {
+            throw .unsupported("table flags 0x\(String(flags.rawValue, radix: 16)): the kernel knows dormant, owner and persist only")
+        }
+        guard let old = existing, old != flags else { return }
+        if old.contains(.persist) != flags.contains(.persist) {
+            throw .unsupported("the persist flag of an existing table cannot change")
+        }
+        if old.contains(.owner) && !flags.contains(.owner) {
+            throw .unsupported("the owner flag cannot be dropped from an owned table")
+        }
+        if flags.contains(.owner) && !old.contains(.owner) && old.subtracting(.dormant) != .persist {
+            throw .unsupported("only an orphaned persistent table can be given an owner")
         }
     }
 

@@ -33,6 +33,13 @@ public struct Transaction: Hashable, Sendable, CustomStringConvertible {
         operations.append(op)
     }
 
+    /// Queues `op` without validating it, for tests that must send the kernel what validation
+    /// refuses (`FakeVersusKernelTests`: an unknown table flag). The simulated state is left as
+    /// it was, so `expected` does not include `op`.
+    mutating func appendUnvalidated(_ op: Operation) {
+        operations.append(op)
+    }
+
     public mutating func add(_ object: Object) throws(RulesetError) { try append(Operation(.add, object)) }
     public mutating func create(_ object: Object) throws(RulesetError) { try append(Operation(.create, object)) }
     public mutating func delete(_ object: Object) throws(RulesetError) { try append(Operation(.delete, object)) }
