@@ -7,7 +7,8 @@ export PATH="/opt/swift/usr/bin:/usr/sbin:/sbin:$PATH"
 # independent oracles and test-host builders (nft, ip), Docker and the busybox image source, and
 # helpers for the privilege and benchmark checks (setpriv, /usr/bin/time), scapy for the
 # hand-made attack frames of the port-binding tests (scripts/lab/rawframes.py), and systemd-analyze
-# (the unit file test runs `systemd-analyze verify`).
+# (the unit file test runs `systemd-analyze verify`), and strace for scripts/capture-nft-bytes.sh
+# (the golden bytes captured from nft).
 BULKHEAD_PACKAGES=(
     pkg-config libyaml-dev libnftnl-dev libmnl-dev
     nftables iproute2 iptables conntrack
@@ -16,6 +17,7 @@ BULKHEAD_PACKAGES=(
     python3-scapy
     firewalld dbus
     systemd
+    strace
 )
 
 # Installs whatever of BULKHEAD_PACKAGES is missing. Idempotent; runs apt-get only when needed.
