@@ -65,7 +65,10 @@ enum Refusal: Hashable, Sendable, CustomStringConvertible {
         case .tableExists, .chainExists, .setExists, .elementExists, .intervalOverlap: .exists
         case .chainInUse, .setInUse: .busy
         case .keyMismatch, .dataMismatch, .invalidRule, .lookupMismatch, .invalidName, .ruleWithoutHandle, .wrongTable: .invalid
-        case .chainConflict, .setConflict: .invalid
+        // A redefinition: the kernel answers EEXIST for a set, EOPNOTSUPP for a chain (another
+        // hook, priority or type, or a hook for a regular chain), as this suite measured.
+        case .setConflict: .exists
+        case .chainConflict: .notSupported
         case .jumpLoop: .loop
         case .jumpToBaseChain, .unsupported: .notSupported
         case .staleGeneration: .stale
