@@ -332,6 +332,37 @@ struct FakeVersusKernelTests {
         }
     }
 
+    /// Valid deletes and flushes, one batch each, leave the same tables behind.
+    @Test func deletesAndFlushesAgree() throws {
+        try Differential.run { d in
+            try d.step("base table", expect: .accepted) { _ in [try creation(of: Self.base)] }
+            func change(_ label: String, _ body: @escaping (inout Transaction) throws -> Void) throws {
+                try d.step(label, expect: .accepted) { t in
+                    var tx = Transaction(table: Self.inet, current: t[Self.inet] ?? nil)
+                    try body(&tx)
+                    return [tx]
+                }
+            }
+            try change("flush a set") { try $0.flush(.set(NFTSet(name: "nets", key: KeyType(.ipv4Addr), flags: .interval))) }
+            try change("flush a verdict map and delete the chain it jumped to") { tx in
+                try tx.flush(.set(NFTSet(name: "vmap", key: KeyType(.ipv4Addr), data: .verdict)))
+                try tx.delete(.chain(Chain(name: "by_map")))
+            }
+            try change("delete a rule by handle") { tx in
+                let rule = try #require(tx.expected?.rules(in: "target").first)
+                try tx.delete(.rule(rule))
+            }
+            try change("flush a chain") { try $0.flush(.chain(Chain(name: "forward"))) }
+            try change("delete a set no rule uses any more") { try $0.delete(.set(NFTSet(name: "v4", key: KeyType(.ipv4Addr)))) }
+            try change("flush the table") { try $0.flush(.table(Self.base.header)) }
+            try change("delete chains nothing jumps to") { tx in
+                try tx.delete(.chain(Chain(name: "target")))
+                try tx.delete(.chain(Chain(name: "lonely")))
+            }
+            try change("delete the table") { try $0.delete(.table(Self.base.header)) }
+        }
+    }
+
     @Test func staleGenerationIsRefusedByBoth() throws {
         try Differential.run { d in
             try d.step("base table", expect: .accepted) { _ in [try creation(of: Self.base)] }
