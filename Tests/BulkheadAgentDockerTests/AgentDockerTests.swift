@@ -60,7 +60,7 @@ struct AgentAgainstDocker {
 
             let clock = ContinuousClock()
             let workers = (1...20).map { "worker-\($0)" }
-            let (latency, burst, converged) = try await EventRecorder.during { events in
+            let (latency, burst, converged) = try await EventRecorder.during(network) { events in
                 let start = clock.now
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for batch in stride(from: 0, to: workers.count, by: 5) {
@@ -213,8 +213,10 @@ struct AgentAgainstDocker {
             return w.contains(t)
         }
         let violations = opens.filter { !inWindow.contains($0) }
-        note("background prober: \(rounds) rounds × 8 denied probes; \(violations.count) open outside the drift window, \(inWindow.count) while our table was deleted (expected: nothing filters then)")
+        let controls = log.split(separator: "\n").filter { $0.hasPrefix("CONTROL") }.count
+        note("background prober: \(rounds) rounds × 8 denied probes; \(violations.count) open outside the drift window, \(inWindow.count) while our table was deleted (expected: nothing filters then); positive control (web → api tcp/8080) answered \(controls) of \(rounds * 2)")
         #expect(rounds > 20, "the prober ran")
+        #expect(controls > 0, "the prober's positive control (web → api tcp/8080, allowed) never answered: its probes cannot tell open from dropped")
         #expect(violations.isEmpty, "denied flows got through: \(violations)")
 
         kernel.remove()
@@ -230,25 +232,38 @@ struct AgentAgainstDocker {
         defer { policies.remove() }
         let kernel = KernelTable()
         defer { kernel.remove() }
-        let db = try await network.run("db-1", service: "db", fixedHost: Host.db)
+        async let dbRun = network.run("db-1", service: "db", fixedHost: Host.db)
+        async let apiRun = network.run("api-1", service: "api", fixedHost: Host.api)
+        _ = try await (dbRun, apiRun)
         let good = try policies.load()
-        let target = network.address(Host.db)
+        let target = network.address(Host.db), api = network.address(Host.api)
 
         try await RunningAgent.with(policies, kernel) { agent in
             try await waitInSync(agent.backend, good, "first reconcile")
-            // 50 attempts 20 ms apart (v4 and v6 each), the first one the container's first instruction.
-            let script = "i=0; while [ $i -lt 50 ]; do "
-                + "(\(ProbeKind.db.command(target.v4)) && echo \"OPEN4 $i\") & "
-                + "(\(ProbeKind.db.command(target.v6)) && echo \"OPEN6 $i\") & "
-                + "usleep 20000; i=$((i+1)); done; wait; echo DONE"
+            // 50 attempts 20 ms apart (v4 and v6 each), the first one the container's first
+            // instruction; beside each, one attempt at the container's positive control, a target
+            // that must answer (`CONTROL i`): web → api tcp/8080 (allowed), worker → db tcp/5432
+            // (allowed), and for the unclassified container (no flow is allowed) a server of its
+            // own on loopback, so at least its `nc` is shown to work.
+            func script(control: String, server: String = "") -> [String] {
+                ["sh", "-c", server + "i=0; while [ $i -lt 50 ]; do "
+                    + "(\(proberConnect) \(target.v4) 5432 </dev/null 2>/dev/null | grep -q ok5432 && echo \"OPEN4 $i\") & "
+                    + "(\(proberConnect) \(target.v6) 5432 </dev/null 2>/dev/null | grep -q ok5432 && echo \"OPEN6 $i\") & "
+                    + "(\(control) && echo \"CONTROL $i\") & "
+                    + "usleep 20000; i=$((i+1)); done; wait; echo DONE"]
+            }
+            let webScript = script(control: "\(proberConnect) \(api.v4) 8080 </dev/null 2>/dev/null | grep -q ok8080")
+            let workerScript = script(control: "\(proberConnect) \(target.v4) 5432 </dev/null 2>/dev/null | grep -q ok5432")
+            let strayScript = script(control: "\(proberConnect) 127.0.0.1 9000 </dev/null 2>/dev/null | grep -q ok9000",
+                                     server: "nc -ll -p 9000 -e echo ok9000 & ")
             let rounds = 4
-            let names = try await EventRecorder.during { events in
+            let names = try await EventRecorder.during(network) { events in
                 var names: [(denied: [String], allowed: String)] = []
                 for round in 1...rounds {
                     // web → db and an unclassified container → db are denied; worker → db is allowed.
-                    async let w = network.run("eager-web-\(round)", service: "web", command: ["sh", "-c", script])
-                    async let s = network.run("eager-stray-\(round)", service: nil, command: ["sh", "-c", script])
-                    async let k = network.run("eager-worker-\(round)", service: "worker", command: ["sh", "-c", script])
+                    async let w = network.run("eager-web-\(round)", service: "web", command: webScript)
+                    async let s = network.run("eager-stray-\(round)", service: nil, command: strayScript)
+                    async let k = network.run("eager-worker-\(round)", service: "worker", command: workerScript)
                     names.append(try await ([w, s], k))
                 }
                 for (denied, allowed) in names {
@@ -258,18 +273,26 @@ struct AgentAgainstDocker {
                 note("entrypoint containers: Docker start event → rules committed \(summary(latency.values.map(\.afterStart))) (negative: before start)")
                 return names
             }
+            var checked = 0
             for (denied, allowed) in names {
-                for name in denied {
+                for name in denied + [allowed] {
                     let log = try await Command.check(["docker", "logs", name])
+                    let lines = log.split(separator: "\n")
+                    let controls = lines.filter { $0.hasPrefix("CONTROL") }.count
                     #expect(log.contains("DONE"), "\(name) ran its probes")
-                    #expect(!log.contains("OPEN"), "\(name) reached db-1 from its entrypoint: \(log)")
+                    #expect(controls > 0, "\(name)'s positive control never answered: its probes cannot tell open from dropped: \(log)")
+                    if name == allowed {
+                        let first = lines.compactMap { $0.hasPrefix("OPEN4") ? Int($0.split(separator: " ")[1]) : nil }.min()
+                        note("\(allowed) (worker → db allowed): first v4 connection at attempt \(first.map(String.init) ?? "none") (\(first.map { "~\($0 * 20) ms" } ?? "-") after its first instruction); \(lines.filter { $0.hasPrefix("OPEN") }.count) of 100 got through")
+                        #expect(first != nil, "the allowed worker → db flow opened for \(allowed)")
+                    } else {
+                        note("\(name): positive control answered \(controls) of 50")
+                        #expect(!log.contains("OPEN"), "\(name) reached db-1 from its entrypoint: \(log)")
+                    }
+                    checked += 1
                 }
-                let log = try await Command.check(["docker", "logs", allowed])
-                let first = log.split(separator: "\n").compactMap { $0.hasPrefix("OPEN4") ? Int($0.split(separator: " ")[1]) : nil }.min()
-                note("\(allowed) (worker → db allowed): first v4 connection at attempt \(first.map(String.init) ?? "none") (\(first.map { "~\($0 * 20) ms" } ?? "-") after its first instruction); \(log.split(separator: "\n").filter { $0.hasPrefix("OPEN") }.count) of 100 got through")
-                #expect(first != nil, "the allowed worker → db flow opened for \(allowed)")
             }
-            _ = db
+            #expect(checked == rounds * 3, "every entrypoint prober's log was read")
         }
         kernel.remove()
         #expect(try await KernelTable.listedByNft() == nil, "the table is removed at the end")
@@ -294,18 +317,27 @@ func probeOnce(from container: String, _ command: String) async throws -> Bool {
 
 /// The watch container: serves like the others, and 4 times a second tries flows the policy in
 /// force always denies (web → db on both ports, web → api tcp/5432, web → an unclassified
-/// container), printing `OPEN address port epoch-seconds` for any that connects.
+/// container), printing `OPEN address port epoch-seconds` for any that connects, and the one flow
+/// it always allows (web → api tcp/8080, v4 and v6), printing `CONTROL address port epoch-seconds`
+/// when it answers: the positive control, without which a broken `nc` would pass as "never open".
 func proberCommand(_ network: TestNetwork) -> [String] {
     let db = network.address(AgentAgainstDocker.Host.db), api = network.address(AgentAgainstDocker.Host.api)
     let stray = network.address(AgentAgainstDocker.Host.stray)
     let targets: [(IPAddress, Int)] = [(db.v4, 5432), (db.v6, 5432), (db.v4, 8080), (db.v6, 8080),
                                        (api.v4, 5432), (api.v6, 5432), (stray.v4, 8080), (stray.v6, 5432)]
     let probes = targets.map { a, p in
-        "(nc -w 1 \(a) \(p) </dev/null 2>/dev/null | grep -q ok && echo \"OPEN \(a) \(p) $(date +%s)\") &"
+        "(\(proberConnect) \(a) \(p) </dev/null 2>/dev/null | grep -q ok && echo \"OPEN \(a) \(p) $(date +%s)\") &"
+    }.joined(separator: " ")
+    let controls = [api.v4, api.v6].map { a in
+        "(\(proberConnect) \(a) 8080 </dev/null 2>/dev/null | grep -q ok8080 && echo \"CONTROL \(a) 8080 $(date +%s)\") &"
     }.joined(separator: " ")
     return ["sh", "-c", "trap 'exit 0' TERM; nc -ll -p 5432 -e echo ok5432 & nc -ll -p 8080 -e echo ok8080 & "
-            + "n=0; while :; do \(probes) n=$((n+1)); echo \"ROUND $n $(date +%s)\"; sleep 0.25; done"]
+            + "n=0; while :; do \(probes) \(controls) n=$((n+1)); echo \"ROUND $n $(date +%s)\"; sleep 0.25; done"]
 }
+
+/// The connect half of every background and entrypoint probe (busybox nc with a 1 s timeout).
+/// One place, so a broken prober breaks its positive controls too.
+let proberConnect = "nc -w 1"
 
 /// Stops dockerd (SIGTERM to the pid in /var/run/docker.pid) and waits until it has exited and
 /// the socket no longer answers. Returns how long that took.

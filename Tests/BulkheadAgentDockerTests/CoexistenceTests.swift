@@ -74,6 +74,56 @@ struct CoexistenceWithOtherFirewalls {
         }
     }
 
+    /// Drift made by another process (issue 9, item 6): with the agent running without table
+    /// ownership (a kernel without the owner flag, simulated), `nft` inserts a rule at the head of
+    /// our forward chain that accepts the denied flow. The agent notices through the ruleset
+    /// generation; the test waits on its drift-repair counter (not on a delay), then proves by
+    /// traffic that the flow is dropped again and the positive control still answers. (That such
+    /// a rule really opens the flow is shown by traffic while no agent runs, where nothing repairs
+    /// it: `nftRuleInsertedWhileTheAgentIsStoppedIsRemovedByTheNextAgent` below, and against Docker
+    /// `AgentProcessTests.swift`.)
+    @Test(.timeLimit(.minutes(2)))
+    func nftRuleInsertedIntoAnUnownedTableIsRepaired() async throws {
+        try await CoexistenceLab.with(ownership: .disabled) { lab in
+            #expect(lab.ownership == .unowned)
+            let agent = try #require(lab.agent)
+            let repairsBefore = agent.metrics.value("bulkhead_drift_repairs_total") ?? 0
+            let report = try await lab.disturb("nft insert rule … tcp dport 5432 accept (agent running, no owner flag)") {
+                try lab.inHost(CoexistenceLab.openingRule)
+            }
+            // Hang guard only: the repair is the event awaited.
+            let counted = try await waitFor(10) { (agent.metrics.value("bulkhead_drift_repairs_total") ?? 0) > repairsBefore }
+            #expect(counted, "bulkhead_drift_repairs_total did not move: \(repairsBefore) → \(agent.metrics.value("bulkhead_drift_repairs_total") ?? 0)")
+            #expect(report.breachesAfterRepair.isEmpty, "the denied flow was answered after the repair: \(report)")
+            #expect(report.controlAnsweredAfter > 0, "\(report)")
+            let after = try lab.probe()
+            #expect(after.denied.outcome == .timedOut, "denied flow after the repair: \(after.denied.outcome)")
+            #expect(after.control.outcome == .answered, "control after the repair: \(after.control.outcome)")
+            let listed = try TestSystem.run(["ip", "netns", "exec", lab.lab.hostNamespace, "nft", "list", "chain", "inet", "bulkhead", "forward"])
+            #expect(listed.status == 0 && !listed.out.contains("tcp dport 5432 accept"), "the foreign rule is gone: \(listed.out)\(listed.err)")
+        }
+    }
+
+    /// The same rule while no agent runs (the table is orphaned, anyone may change it): traffic
+    /// shows it opens the denied flow, and the next agent removes it at its first reconcile.
+    @Test(.timeLimit(.minutes(2)))
+    func nftRuleInsertedWhileTheAgentIsStoppedIsRemovedByTheNextAgent() async throws {
+        try await CoexistenceLab.with { lab in
+            try await lab.stopAgent()
+            try lab.inHost(CoexistenceLab.openingRule)
+            let open = try lab.probe()
+            #expect(open.denied.outcome == .answered, "the rule nft inserted opens the denied flow (the drift is real): \(open.denied.outcome)")
+            try await lab.startAgent()
+            // startAgent returns once the table is what the policies say; hang guard 10 s.
+            var after = try lab.probe()
+            _ = try await waitFor(10) {
+                after = try lab.probe()
+                return after.denied.outcome == .timedOut
+            }
+            #expect(after.denied.outcome == .timedOut && after.control.outcome == .answered, "\(after)")
+        }
+    }
+
     /// `nft flush ruleset` while no agent runs deletes the orphaned persistent table: nothing
     /// enforces until an agent starts again, and the new agent restores it at its first reconcile.
     @Test(.timeLimit(.minutes(2)))
@@ -277,6 +327,10 @@ final class CoexistenceLab: @unchecked Sendable {
         """
 
     let ownershipPreference: OwnershipPreference
+
+    /// `nft insert rule` at the head of our forward chain accepting the denied flow (client →
+    /// server tcp/5432): drift that opens it, made by another process.
+    static let openingRule = ["nft", "insert", "rule", "inet", "bulkhead", "forward", "ip", "daddr", "10.77.0.3", "tcp", "dport", "5432", "accept"]
 
     init(ownership: OwnershipPreference) throws {
         try TestSystem.requireRoot("the coexistence tests")

@@ -1,5 +1,6 @@
 import BulkheadAgent
 import BulkheadDocker
+import BulkheadTestSupport
 import Foundation
 import Synchronization
 
@@ -10,7 +11,11 @@ final class EventRecorder: Sendable {
     var events: [DockerEvent] { log.withLock { $0 } }
 
     /// Follows `GET /events` for the duration of `body`; a dropped stream only ends the record.
-    static func during<T>(_ body: (EventRecorder) async throws -> T) async throws -> T {
+    ///
+    /// `body` starts once the stream has delivered an event the recorder caused itself (the
+    /// `create` of a marker container, removed again at once), not after a guessed delay: from
+    /// then on every event reaches the record.
+    static func during<T>(_ network: TestNetwork, _ body: (EventRecorder) async throws -> T) async throws -> T {
         let recorder = EventRecorder()
         let stream = DockerClient().events(since: Date())
         return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -20,12 +25,16 @@ final class EventRecorder: Sendable {
                 } catch {}
             }
             defer { group.cancelAll() }
-            // The stream is open once the first request is answered; give it a moment.
-            try await Task.sleep(for: .milliseconds(200))
+            let marker = "\(network.tag)-recorder-\(UInt32.random(in: 0...UInt32.max))"
+            try await Command.check(["docker", "create", "--name", marker, "--network", "none",
+                                     "--label", "\(DockerE2E.label)=\(network.tag)", DockerE2E.image, "true"])
+            let seen = await eventually(10) { recorder.events.contains { $0.containerName == marker && $0.action == .create } }
+            try await Command.check(["docker", "rm", "-f", marker])
+            // Hang guard, not a timing: the marker's event normally arrives within milliseconds.
+            guard seen else { throw TestSystem.Failure("Docker's event stream delivered no event within 10 s of `docker create \(marker)`") }
             return try await body(recorder)
         }
     }
-
     /// For each of `containers`: the time from Docker's `start` event to the end of the first
     /// commit that began after its `connect` event (when its address is known) and covered it.
     /// Negative: the rules were in the kernel before Docker reported the start.

@@ -170,8 +170,10 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
             let before = try backend.dump(table: Planner.tableID)
             source.setFailure(.connectionRefused(path: "/var/run/docker.sock"))
             #expect(await eventually { !agent.isReady })
-            // Not programmed from an empty list: the table is exactly as before.
-            try await Task.sleep(for: .milliseconds(200))
+            // Not programmed from an empty list: the table is exactly as before, after the agent
+            // has asked (and failed) twice more (10 s: a hang guard, not a delay).
+            let failedFrom = source.inventoryCalls
+            #expect(await eventually(10) { source.inventoryCalls >= failedFrom + 2 })
             #expect(same(before, try backend.dump(table: Planner.tableID)))
             #expect(agent.metrics.value("bulkhead_docker_up") == 0)
             let calls = source.inventoryCalls
@@ -188,9 +190,17 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
         let source = FakeContainerSource(inventory: try exampleInventory())
         source.setFailure(.socketMissing(path: "/var/run/docker.sock"))
         try await withAgent(dir, backend: backend, source: source) { agent in
-            try await Task.sleep(for: .milliseconds(300))
+            // Waits for the event that matters, not for a guessed delay: the agent has asked
+            // Docker for the container list 4 times (the first attempt and 3 retries after their
+            // backoff), and every answer was a failure. 10 s is a hang guard.
+            let retried = await eventually(10) { source.inventoryCalls >= 4 }
+            #expect(retried, "the agent retried the container list: \(source.inventoryCalls) attempts")
             #expect(!agent.isReady)
-            #expect(try backend.dump(table: Planner.tableID) == nil)
+            #expect(agent.readinessProblem() == "not ready: Docker is unreachable (the last rules stay enforced)")
+            let reconciles = agent.metrics.value("bulkhead_reconciles_total", labels: ["result": "success"])
+            #expect(reconciles == nil, "no reconcile ran: \(String(describing: reconciles))")
+            let table = try backend.dump(table: Planner.tableID)
+            #expect(table == nil)
         }
     }
 
