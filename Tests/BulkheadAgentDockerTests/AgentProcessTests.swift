@@ -62,7 +62,9 @@ struct AgentProcessAgainstDocker {
         let policies = FileManager.default.temporaryDirectory.appendingPathComponent("bh-agentproc-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: policies) }
-        try FileManager.default.copyItem(atPath: TestSystem.repositoryRoot + "/policies/shop.yaml", toPath: policies + "/shop.yaml")
+        for name in ["shop.yaml", "monitoring.yaml", "dns.yaml"] {
+            try FileManager.default.copyItem(atPath: TestSystem.repositoryRoot + "/policies/" + name, toPath: policies + "/" + name)
+        }
         let agent = try AgentProcess(["agent", "--policies", policies, "--docker", "unix://\(policies)/no-docker.sock",
                                       "--listen", "127.0.0.1:0", "--log-level", "info"])
         defer { agent.kill9() }
@@ -116,7 +118,7 @@ struct AgentProcessAgainstDocker {
         let port = try await first.listeningPort()
         let starting = try await first.line("startup line") { $0.hasSuffix("[BulkheadAgent] agent starting") }
         #expect(starting.contains(" info bulkhead.agent: listen=127.0.0.1:0 policies=\(policies.path) [BulkheadAgent] agent starting"), "\(starting)")
-        let ownership = try await first.line("table ownership line") { $0.contains("[BulkheadAgent] table ownership: ") }
+        let ownership = try await first.line("table ownership line") { $0.contains(" info bulkhead.agent: [bulkhead] table ownership: ") }
         note("agent process: \(starting)\n\(ownership)")
         try await expectReady(port, first, "the first process")
         // README "Operating it": one line per reconcile, with what changed and how long it took.
@@ -134,7 +136,7 @@ struct AgentProcessAgainstDocker {
         // The agent reads the kernel's counters at most once a second: wait for the scrape to
         // move (10 s: a hang guard).
         var after = before
-        let denialLabel = ["identity": "\(network.project).db"]
+        let denialLabel = ["identity": "\(network.project)/db"]
         let moved = try await eventually(10, every: .milliseconds(200)) {
             after = Scrape(try await LoopbackHTTP.get(port: port, path: "/metrics").body)
             return (after.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) > (before.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0)
