@@ -250,12 +250,12 @@ struct AgentAgainstDocker {
                     + "(\(proberConnect) \(target.v4) 5432 </dev/null 2>/dev/null | grep -q ok5432 && echo \"OPEN4 $i\") & "
                     + "(\(proberConnect) \(target.v6) 5432 </dev/null 2>/dev/null | grep -q ok5432 && echo \"OPEN6 $i\") & "
                     + "(\(control) && echo \"CONTROL $i\") & "
-                    + "usleep 20000; i=$((i+1)); done; wait; echo DONE"]
+                    + "usleep 20000; i=$((i+1)); done; \(server.isEmpty ? "" : "kill $srv; ")wait; echo DONE"]
             }
             let webScript = script(control: "\(proberConnect) \(api.v4) 8080 </dev/null 2>/dev/null | grep -q ok8080")
             let workerScript = script(control: "\(proberConnect) \(target.v4) 5432 </dev/null 2>/dev/null | grep -q ok5432")
             let strayScript = script(control: "\(proberConnect) 127.0.0.1 9000 </dev/null 2>/dev/null | grep -q ok9000",
-                                     server: "nc -ll -p 9000 -e echo ok9000 & ")
+                                     server: "nc -ll -p 9000 -e echo ok9000 & srv=$!; ")
             let rounds = 4
             let names = try await EventRecorder.during(network) { events in
                 var names: [(denied: [String], allowed: String)] = []
@@ -267,7 +267,8 @@ struct AgentAgainstDocker {
                     names.append(try await ([w, s], k))
                 }
                 for (denied, allowed) in names {
-                    for name in denied + [allowed] { try await Command.check(["docker", "wait", name]) }
+                    // `timeout`: a hang guard (a prober whose script never ends would block here forever).
+                    for name in denied + [allowed] { try await Command.check(["timeout", "60", "docker", "wait", name]) }
                 }
                 let latency = events.commitLatency(names.map(\.allowed) + names.flatMap(\.denied), reports: agent.reports)
                 note("entrypoint containers: Docker start event → rules committed \(summary(latency.values.map(\.afterStart))) (negative: before start)")
