@@ -26,7 +26,9 @@ struct AgentProcessAgainstDocker {
             (["--bogus"], "Unknown option '--bogus'"),
         ]
         for (flags, message) in cases {
-            let process = try AgentProcess(["agent"] + flags)
+            // No Docker and no policies: were a flag accepted by mistake, the process could
+            // program nothing on this host.
+            let process = try AgentProcess(["agent", "--docker", "unix:///nonexistent/docker.sock", "--policies", "/nonexistent/policies"] + flags)
             let status = await process.waitForExit(15)
             #expect(status == 64, "bulkhead agent \(flags.joined(separator: " ")): exit \(status.map(String.init) ?? "none (still running)"); log: \(process.log)")
             #expect(process.log.contains("Error: \(message)"), "bulkhead agent \(flags.joined(separator: " ")): \(process.log)")
