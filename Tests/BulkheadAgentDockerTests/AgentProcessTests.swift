@@ -106,7 +106,7 @@ struct AgentProcessAgainstDocker {
         async let apiRun = network.run("api-1", service: "api", fixedHost: Host.api)
         async let dbRun = network.run("db-1", service: "db", fixedHost: Host.db)
         async let strayRun = network.run("stray-1", service: nil, fixedHost: Host.stray)
-        let (web, _, _, _) = try await (webRun, apiRun, dbRun, strayRun)
+        let (web, apiName, dbName, _) = try await (webRun, apiRun, dbRun, strayRun)
         let api = network.address(Host.api).v4, db = network.address(Host.db).v4
         let flowLine = try #require(policies.text(flows: PolicyDirectory.baseFlows).split(separator: "\n", omittingEmptySubsequences: false)
             .firstIndex { $0.hasSuffix("- from: web") }) + 1
@@ -135,6 +135,11 @@ struct AgentProcessAgainstDocker {
         let before = Scrape(try await LoopbackHTTP.get(port: port, path: "/metrics").body)
         #expect(try await tcpProbe(from: web, to: api, port: 8080) == .answered, "web → api tcp/8080 is allowed")
         #expect(try await tcpProbe(from: web, to: db, port: 5432) == .dropped, "web → db tcp/5432 is denied")
+        // A frame from web's namespace with api's IPv4 source (api → db is allowed): dropped at
+        // web's bridge port (`bridge bulkhead`).
+        let spoofed = try await PortBindingAgainstDocker.sendFrames(["spoof-tcp4"], from: web, to: dbName, impersonating: apiName, network: network)
+        #expect(spoofed.canary && spoofed.seen == [], "the spoofed frame reached db: \(spoofed.seen) (canary \(spoofed.canary))")
+        let spoofLabel = ["reason": "IPv4 source not the port's"]
         // The agent reads the kernel's counters at most once a second: wait for the scrape to
         // move (10 s: a hang guard).
         var after = before
@@ -143,9 +148,10 @@ struct AgentProcessAgainstDocker {
             after = Scrape(try await LoopbackHTTP.get(port: port, path: "/metrics").body)
             return (after.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) > (before.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0)
                 && (after.value("bulkhead_denied_packets_total", denialLabel) ?? 0) > (before.value("bulkhead_denied_packets_total", denialLabel) ?? 0)
+                && (after.value("bulkhead_port_binding_dropped_packets_total", spoofLabel) ?? 0) > (before.value("bulkhead_port_binding_dropped_packets_total", spoofLabel) ?? 0)
         }
-        #expect(moved, "bulkhead_flow_packets_total{flow=\"\(allowedFlow)\"} and bulkhead_denied_packets_total\(denialLabel) rose with the traffic: before \(before.series("bulkhead_flow_packets_total")) \(before.series("bulkhead_denied_packets_total")), after \(after.series("bulkhead_flow_packets_total")) \(after.series("bulkhead_denied_packets_total"))")
-        note("flow \(allowedFlow): \(before.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) → \(after.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) packets; denied \(denialLabel): \(before.value("bulkhead_denied_packets_total", denialLabel) ?? 0) → \(after.value("bulkhead_denied_packets_total", denialLabel) ?? 0)")
+        #expect(moved, "bulkhead_flow_packets_total{flow=\"\(allowedFlow)\"} and bulkhead_denied_packets_total\(denialLabel) and bulkhead_port_binding_dropped_packets_total\(spoofLabel) rose with the traffic: before \(before.series("bulkhead_flow_packets_total")) \(before.series("bulkhead_denied_packets_total")) \(before.series("bulkhead_port_binding_dropped_packets_total")), after \(after.series("bulkhead_flow_packets_total")) \(after.series("bulkhead_denied_packets_total")) \(after.series("bulkhead_port_binding_dropped_packets_total"))")
+        note("flow \(allowedFlow): \(before.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) → \(after.value("bulkhead_flow_packets_total", ["flow": allowedFlow]) ?? 0) packets; denied \(denialLabel): \(before.value("bulkhead_denied_packets_total", denialLabel) ?? 0) → \(after.value("bulkhead_denied_packets_total", denialLabel) ?? 0); port binding \(spoofLabel): \(before.value("bulkhead_port_binding_dropped_packets_total", spoofLabel) ?? 0) → \(after.value("bulkhead_port_binding_dropped_packets_total", spoofLabel) ?? 0)")
         // One scrape and the log lines around it that agree (a resync may reconcile in between,
         // and the counter moves just before its log line is written); 10 s: a hang guard.
         var consistent: (scrape: Scrape, reconciles: Int, operations: Int)?

@@ -134,3 +134,28 @@ enum LabLayoutLinkLocal {
         return "fe80::" + stride(from: 0, to: 8, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }.joined(separator: ":")
     }
 }
+
+extension AgentAgainstDocker.PortBindingAgainstDocker {
+    /// Sends `attacks` (names of scripts/lab/rawframes.py) from `attacker`'s network namespace to
+    /// `victim`, with `impersonated`'s addresses where an attack spoofs; returns what arrived.
+    /// The three are running containers of `network`.
+    static func sendFrames(_ attacks: [String], from attacker: String, to victim: String, impersonating impersonated: String,
+                           network: TestNetwork) async throws -> Seen {
+        let inventory = try await HostAwareSource(DockerClient(), portFinder: NetlinkPortFinder()).inventory()
+        func host(_ name: String) async throws -> (host: Host, ns: String) {
+            let c = try #require(inventory.containers.first { $0.name == name }, "\(name) is not in Docker's inventory")
+            let a = try #require(c.networks[network.name], "\(name) is not on \(network.name)")
+            let mac = try #require(a.mac), v4 = try #require(a.ipv4), v6 = try #require(a.ipv6)
+            let id = try #require(c.id)
+            let ns = try #require(try await DockerClient().networkNamespace(ofContainer: id))
+            let ll = try #require(LabLayoutLinkLocal.address(mac: mac))
+            return (Host(mac: mac, ipv4: "\(v4)", ipv6: "\(v6)", linklocal: ll), ns)
+        }
+        let (a, v, i) = (try await host(attacker), try await host(victim), try await host(impersonated))
+        let spec = Spec(sniff_ns: v.ns, send_ns: a.ns, attacker: a.host, victim: v.host, impersonated: i.host, attacks: attacks)
+        let input = String(decoding: try JSONEncoder().encode(spec), as: UTF8.self)
+        let out = try TestSystem.run(["/usr/bin/python3", TestSystem.repositoryRoot + "/scripts/lab/rawframes.py"], stdin: input)
+        guard out.status == 0 else { throw TestSystem.Failure("rawframes.py exited \(out.status): \(out.err)") }
+        return try JSONDecoder().decode(Seen.self, from: Data(out.out.utf8))
+    }
+}
