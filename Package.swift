@@ -38,16 +38,18 @@ let package = Package(
         .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
         .target(name: "BulkheadRuleset"),
-        .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset"]),
+        // The names and rule comments of our tables, built and parsed in one place (`TableLayout`).
+        .target(name: "BulkheadLayout", dependencies: ["BulkheadPolicy", "BulkheadRuleset"]),
+        .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadLayout"]),
         .target(name: "BulkheadDocker", dependencies: [
             "BulkheadInventory", "BulkheadEscaping",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset"]),
+        .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadLayout"]),
         .target(name: "BulkheadAgent", dependencies: [
             "BulkheadEngine", "BulkheadDocker", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
-            "BulkheadEscaping",
+            "BulkheadEscaping", "BulkheadLayout",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -74,14 +76,14 @@ let package = Package(
         // Benchmarks driven by scripts/bench.sh; never run as a test.
         .executableTarget(name: "bulkhead-bench", dependencies: [
             "BulkheadRuleset", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy",
-            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker",
+            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker", "BulkheadLayout",
         ]),
 
         // libFuzzer targets (scripts/fuzz.sh builds them with -sanitize=fuzzer,address -DFUZZING);
         // the ordinary build compiles the same targets into a replayer, so they never rot.
         .executableTarget(name: "bulkhead-fuzz", dependencies: [
             "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadNetfilter",
-            "BulkheadDocker", "BulkheadAgent",
+            "BulkheadDocker", "BulkheadAgent", "BulkheadLayout",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -96,16 +98,16 @@ let package = Package(
             "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory",
         ]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadEngine"]),
+        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
-            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
+            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadLayout",
         ]),
         .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
-            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab",
+            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab", "BulkheadLayout",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
         ]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),

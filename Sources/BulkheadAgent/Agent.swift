@@ -3,6 +3,7 @@ import BulkheadDocker
 import BulkheadEngine
 import BulkheadEscaping
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 import BulkheadYAML
@@ -693,16 +694,16 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         state.withLock { $0.lastCounters = (clock.now, table) }
         var allowed: [String: Double] = [:], denied: [String: Double] = [:]
         for rule in table.rules {
-            guard let comment = rule.comment.flatMap(RuleComment.init(parsing:)) else { continue }
+            guard let role = rule.comment.flatMap(RuleRole.init(parsing:)) else { continue }
             for case .counter(let packets, _) in rule.statements {
-                switch comment {
-                case .flow(let reference) where rule.statements.last == .verdict(.accept):
-                    allowed[reference, default: 0] += Double(packets)
-                case .denial(let who, _): denied[who, default: 0] += Double(packets)
+                switch role {
+                case .allow(let reference) where rule.statements.last == .verdict(.accept):
+                    allowed[reference.text, default: 0] += Double(packets)
+                case .deny(let who), .audit(let who): denied[who.description, default: 0] += Double(packets)
                 case .sharedDenial: denied["shared", default: 0] += Double(packets)
                 case .unclassified: denied["unclassified", default: 0] += Double(packets)
                 case .quarantine: denied["quarantined", default: 0] += Double(packets)
-                case .flow, .note: break
+                case .allow, .routerAdvertisements, .portBinding: break
                 }
             }
         }
@@ -712,9 +713,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         if let bridge = try? backend.dump(table: Planner.bridgeTableID) {
             var dropped: [String: Double] = [:]
             for rule in bridge.rules {
-                guard let comment = rule.comment, comment.hasPrefix("port binding: ") else { continue }
+                guard case .portBinding(let reason)? = rule.comment.flatMap(RuleRole.init(parsing:)) else { continue }
                 for case .counter(let packets, _) in rule.statements {
-                    dropped[String(comment.dropFirst("port binding: ".count)), default: 0] += Double(packets)
+                    dropped[reason.rawValue, default: 0] += Double(packets)
                 }
             }
             metrics.replaceAll("bulkhead_port_binding_dropped_packets_total", dropped.map { (["reason": $0.key], $0.value) })

@@ -1,4 +1,5 @@
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 
@@ -43,8 +44,8 @@ public enum Compiler {
         public var table: Table
         /// Every identity that has chains, sorted.
         public var identities: [Identity]
-        /// Rule comment (`file:line`, bounded) → the flow it enforces.
-        public var flowsByReference: [String: Flow]
+        /// Rule comment of an allow rule (`FlowReference`) → the flow it enforces.
+        public var flowsByReference: [FlowReference: Flow]
         /// Identities whose chains could not be built within `Options.limits`, sorted. Their
         /// containers are quarantined (every map sends their addresses to a drop chain, and they
         /// are in no service's set); everything else is enforced as usual.
@@ -73,27 +74,11 @@ public enum Compiler {
     }
 }
 
-/// The four kinds of identity chain, and the verdict map that leads to each.
-enum ChainKind: CaseIterable {
-    case ingress, egress, fromHost, toHost
+typealias ChainKind = IdentityChainKind
 
-    func chainName(_ id: Identity) -> String {
-        switch self {
-        case .ingress: return Names.ingressChain(id)
-        case .egress: return Names.egressChain(id)
-        case .fromHost: return Names.fromHostChain(id)
-        case .toHost: return Names.toHostChain(id)
-        }
-    }
-
-    func mapName(_ f: Names.Family) -> String {
-        switch self {
-        case .ingress: return Names.ingressMap(f)
-        case .egress: return Names.egressMap(f)
-        case .fromHost: return Names.fromHostMap(f)
-        case .toHost: return Names.toHostMap(f)
-        }
-    }
+extension IdentityChainKind {
+    func chainName(_ id: Identity) -> String { ChainName.identity(self, id).name }
+    func mapName(_ f: AddressFamily) -> String { SetName.map(self, f).name }
 }
 
 private struct Builder {
@@ -120,7 +105,7 @@ private struct Builder {
         modes = Dictionary(policies.segments.map { ($0.name, $0.mode) }, uniquingKeysWith: { a, _ in a })
     }
 
-    typealias Family = Names.Family
+    typealias Family = AddressFamily
 
     mutating func build() -> Compiler.Output {
         // Identities: every single service (so a first container of a service changes elements
@@ -176,7 +161,7 @@ private struct Builder {
             if let problem {
                 let members = inventory.containers.filter { containerIdentity[$0.name] == id }.map(\.name).sorted()
                 failures.append(Compiler.IdentityFailure(identity: id, containers: members, reason: problem))
-                targets[id] = Dictionary(uniqueKeysWithValues: ChainKind.allCases.map { ($0, Names.quarantine) })
+                targets[id] = Dictionary(uniqueKeysWithValues: ChainKind.allCases.map { ($0, ChainName.quarantine.name) })
                 continue
             }
             identityChains += chainsOfIdentity
@@ -201,7 +186,7 @@ private struct Builder {
         for f in Family.allCases {
             let addrType: DataType = f == .v4 ? .ipv4Addr : .ipv6Addr
             let governed = mergedPrefixes(evaluator.governedSubnets.filter { ($0.isIPv4) == (f == .v4) })
-            sets.append(NFTSet(name: Names.governed(f), key: KeyType(addrType), flags: .interval,
+            sets.append(NFTSet(name: SetName.governed(f).name, key: KeyType(addrType), flags: .interval,
                                elements: governed.map { SetElement(key: [keyPart($0)]) }))
             var managed: [SetElement] = []
             var maps: [(String, (Identity) -> String?)] = ChainKind.allCases.map { kind in
@@ -218,11 +203,11 @@ private struct Builder {
                     }
                 }
             }
-            sets.append(NFTSet(name: Names.managed(f), key: KeyType(addrType), elements: managed))
+            sets.append(NFTSet(name: SetName.managed(f).name, key: KeyType(addrType), elements: managed))
             for service in policies.services {
                 let members = membersByService[service.ref] ?? []
                 let elements = members.flatMap { (enrolled[$0.name] ?? []).filter { $0.isIPv4 == (f == .v4) } }.map { SetElement(value($0)) }
-                sets.append(NFTSet(name: Names.service(service.ref.segment, service.ref.name, f), key: KeyType(addrType), elements: elements))
+                sets.append(NFTSet(name: SetName.service(service.ref, f).name, key: KeyType(addrType), elements: elements))
             }
             for group in sourceGroups {
                 var seen = Set<IPAddress>()
@@ -230,7 +215,7 @@ private struct Builder {
                     .flatMap { (enrolled[$0.name] ?? []).filter { $0.isIPv4 == (f == .v4) } }
                     .filter { seen.insert($0).inserted }
                     .map { SetElement(value($0)) }
-                sets.append(NFTSet(name: Names.sourceGroup(group, f), key: KeyType(addrType), elements: elements))
+                sets.append(NFTSet(name: SetName.sourceGroup(group, f).name, key: KeyType(addrType), elements: elements))
             }
             for (i, (name, _)) in maps.enumerated() {
                 sets.append(NFTSet(name: name, key: KeyType(addrType), data: .verdict, elements: mapElements[i]))
@@ -242,15 +227,16 @@ private struct Builder {
         func base(_ name: String, _ hook: Hook) -> Chain {
             Chain(name: name, base: BaseChain(type: .filter, hook: hook, priority: options.priority, policy: .accept))
         }
-        chains += [base(Names.forward, .forward), base(Names.input, .input), base(Names.output, .output)]
+        chains += [base(ChainName.forward.name, .forward), base(ChainName.input.name, .input), base(ChainName.output.name, .output)]
         rules += forwardRules() + hostRules(input: true) + hostRules(input: false)
 
         // Identity chains.
-        var byReference: [String: Flow] = [:]
-        for f in flows { byReference[RuleComment.flow(f).text] = f }
+        var byReference: [FlowReference: Flow] = [:]
+        for f in flows { byReference[FlowReference(f)] = f }
         if !quarantined.isEmpty {
-            chains.append(Chain(name: Names.quarantine))
-            rules.append(Rule(chain: Names.quarantine, [.counter(), .verdict(.drop)], comment: RuleComment.quarantine.text))
+            let quarantine = ChainName.quarantine.name
+            chains.append(Chain(name: quarantine))
+            rules.append(Rule(chain: quarantine, [.counter(), .verdict(.drop)], comment: RuleRole.quarantine.comment))
         }
         for name in sharedDenials.keys.sorted() {
             chains.append(Chain(name: name))
@@ -260,7 +246,7 @@ private struct Builder {
             chains.append(chain)
             rules += chainRules
         }
-        var table = Table(family: .inet, name: Names.table, flags: options.tableFlags)
+        var table = Table(family: TableLayout.inet.family, name: TableLayout.inet.name, flags: options.tableFlags)
         table.sets = sets
         table.chains = chains
         table.rules = rules
@@ -284,42 +270,43 @@ private struct Builder {
     }
 
     func forwardRules() -> [Rule] {
-        let c = Names.forward
+        let c = ChainName.forward.name
         var r = [ctEstablished(c)]
         // Router advertisements and redirects forwarded between bridge ports come from containers.
         r.append(Rule(chain: c, [.match(Match(.icmpv6Type, .anonymousSet([SetElement(.icmpv6Type(134)), SetElement(.icmpv6Type(137))]))),
-                                 .counter(), .verdict(.drop)], comment: RuleComment.note(RuleComment.routerAdvertisements).text))
+                                 .counter(), .verdict(.drop)], comment: RuleRole.routerAdvertisements.comment))
         r.append(neighbourDiscovery(c))
         for f in Family.allCases {
             let (saddr, daddr) = fields(f)
-            r.append(Rule(chain: c, [.match(Match(saddr, .set(Names.governed(f)))), .match(Match(saddr, negated: true, .set(Names.managed(f)))),
-                                     .counter(), .verdict(.drop)], comment: RuleComment.unclassified("source on a governed network").text))
-            r.append(Rule(chain: c, [.match(Match(daddr, .set(Names.governed(f)))), .match(Match(daddr, negated: true, .set(Names.managed(f)))),
-                                     .counter(), .verdict(.drop)], comment: RuleComment.unclassified("destination on a governed network").text))
+            let governed = SetName.governed(f).name, managed = SetName.managed(f).name
+            r.append(Rule(chain: c, [.match(Match(saddr, .set(governed))), .match(Match(saddr, negated: true, .set(managed))),
+                                     .counter(), .verdict(.drop)], comment: RuleRole.unclassified(.source).comment))
+            r.append(Rule(chain: c, [.match(Match(daddr, .set(governed))), .match(Match(daddr, negated: true, .set(managed))),
+                                     .counter(), .verdict(.drop)], comment: RuleRole.unclassified(.destination).comment))
         }
         for f in Family.allCases {
-            r.append(Rule(chain: c, [.vmap(fields: [fields(f).daddr], map: .named(Names.ingressMap(f)))]))
+            r.append(Rule(chain: c, [.vmap(fields: [fields(f).daddr], map: .named(SetName.map(.ingress, f).name))]))
         }
         for f in Family.allCases {
-            r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(Names.egressMap(f)))]))
-            r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
-                          comment: RuleComment.sharedDenial("no flow from this container to ungoverned addresses").text))
+            r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(SetName.map(.egress, f).name))]))
+            r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
+                          comment: RuleRole.sharedDenial(.toUngoverned).comment))
         }
         return r
     }
 
     func hostRules(input: Bool) -> [Rule] {
-        let c = input ? Names.input : Names.output
+        let c = (input ? ChainName.input : ChainName.output).name
         var r: [Rule] = [Rule(chain: c, [.match(Match(input ? .iifname : .oifname, .value(.ifname("lo")))), .verdict(.accept)])]
         r.append(ctEstablished(c))
         r.append(neighbourDiscovery(c))
         for f in Family.allCases {
             let field = input ? fields(f).saddr : fields(f).daddr
-            r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(input ? Names.toHostMap(f) : Names.fromHostMap(f)))]))
-            r.append(Rule(chain: c, [.match(Match(field, .set(Names.managed(f)))), .counter(), .verdict(.drop)],
-                          comment: RuleComment.sharedDenial(input ? "no flow from this container to the host" : "no flow from the host to this container").text))
-            r.append(Rule(chain: c, [.match(Match(field, .set(Names.governed(f)))), .counter(), .verdict(.drop)],
-                          comment: RuleComment.unclassified(input ? "source on a governed network" : "destination on a governed network").text))
+            r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(SetName.map(input ? .toHost : .fromHost, f).name))]))
+            r.append(Rule(chain: c, [.match(Match(field, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
+                          comment: RuleRole.sharedDenial(input ? .toHost : .fromHost).comment))
+            r.append(Rule(chain: c, [.match(Match(field, .set(SetName.governed(f).name))), .counter(), .verdict(.drop)],
+                          comment: RuleRole.unclassified(input ? .source : .destination).comment))
         }
         return r
     }
@@ -330,8 +317,8 @@ private struct Builder {
     func identityRules(_ id: Identity) -> [ChainKind: [Rule]] {
         let members = Set(id.services)
         var rules: [Rule] = []
-        let inChain = Names.ingressChain(id), outChain = Names.egressChain(id)
-        let fromHost = Names.fromHostChain(id), toHost = Names.toHostChain(id)
+        let inChain = ChainKind.ingress.chainName(id), outChain = ChainKind.egress.chainName(id)
+        let fromHost = ChainKind.fromHost.chainName(id), toHost = ChainKind.toHost.chainName(id)
         // Only flows that name a member, in file order (each flow once even if it names several).
         let relevant = Set(id.services.flatMap { flowsByService[$0] ?? [] }).sorted()
         for flow in relevant.map({ flows[$0] }) {
@@ -341,7 +328,7 @@ private struct Builder {
                 let group = sourceGroup(flow)
                 if let group {
                     for f in Family.allCases {
-                        rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(Names.sourceGroup(group, f))))])
+                        rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(SetName.sourceGroup(group, f).name)))])
                     }
                 }
                 for source in flow.from {
@@ -349,16 +336,16 @@ private struct Builder {
                     case .service(let ref):
                         if group != nil { continue }
                         for f in Family.allCases {
-                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(Names.service(ref.segment, ref.name, f))))])
+                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(SetName.service(ref, f).name)))])
                         }
                     case .world:
                         for f in Family.allCases {
-                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, negated: true, .set(Names.managed(f))))])
+                            rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, negated: true, .set(SetName.managed(f).name)))])
                         }
                     case .cidr(let net):
                         let f: Family = net.isIPv4 ? .v4 : .v6
                         rules += allow(inChain, flow, f, [prefixMatch(fields(f).saddr, net),
-                                                          .match(Match(fields(f).saddr, negated: true, .set(Names.managed(f))))])
+                                                          .match(Match(fields(f).saddr, negated: true, .set(SetName.managed(f).name)))])
                     case .host:
                         for f in Family.allCases { rules += allow(fromHost, flow, f, []) }
                     }
@@ -390,7 +377,7 @@ private struct Builder {
     /// per set of segments, whose names the log prefix carries.
     func sharedAuditChain(_ id: Identity) -> String? {
         let segments = Array(Set(id.services.map(\.segment))).sorted()
-        return segments.allSatisfy({ modes[$0] == .audit }) ? Names.auditChain(segments: segments) : nil
+        return segments.allSatisfy({ modes[$0] == .audit }) ? ChainName.audit(segments: segments).name : nil
     }
 
     /// The services a flow names as sources, when there are several (and their set name fits):
@@ -399,7 +386,7 @@ private struct Builder {
         let refs = Array(Set(flow.from.compactMap(\.endpoint.serviceRef)))
         guard refs.count >= 2 else { return nil }
         let group = Identity(refs)
-        return Names.sourceGroup(group, .v4).utf8.count <= Names.maximumNameLength ? group : nil
+        return SetName.sourceGroup(group, .v4).fitsUnshortened ? group : nil
     }
 
     /// One accept rule per protocol of the flow's ports, with the flow's `file:line` and a counter.
@@ -423,7 +410,7 @@ private struct Builder {
             if match.isEmpty, p.first.map(isPortMatch) == true {
                 statements.append(.match(Match(.metaNfproto, .value(.nfProto(f == .v4 ? NFProto.ipv4 : NFProto.ipv6)))))
             }
-            return Rule(chain: chain, statements + p + [.counter(), .verdict(.accept)], comment: RuleComment.flow(flow).text)
+            return Rule(chain: chain, statements + p + [.counter(), .verdict(.accept)], comment: RuleRole.allow(flow: FlowReference(flow)).comment)
         }
     }
 
@@ -446,13 +433,14 @@ private struct Builder {
     func denial(_ chain: String, _ id: Identity, shared: Bool = false) -> Rule {
         let segments = Array(Set(id.services.map(\.segment))).sorted()
         let audit = segments.allSatisfy { modes[$0] == .audit }
-        let who = shared ? (audit ? segments.joined(separator: ",") : "shared") : id.description
+        // A shared chain is only ever an audit chain (`sharedAuditChain`): it names its segments.
+        let who: DenialSubject = shared ? .segments(segments) : .identity(id)
         if audit {
-            let prefix = AuditLogPrefix.make(segments: segments)
+            let prefix = LogPrefix.audit(segments: segments).text
             return Rule(chain: chain, [.counter(), .log(Log(prefix: prefix, group: options.auditLogGroup)), .verdict(.accept)],
-                        comment: RuleComment.denial(of: who, audit: true).text)
+                        comment: RuleRole.audit(who).comment)
         }
-        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: RuleComment.denial(of: who, audit: false).text)
+        return Rule(chain: chain, [.counter(), .verdict(.drop)], comment: RuleRole.deny(who).comment)
     }
 
     // MARK: - Values

@@ -1,4 +1,5 @@
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 
@@ -17,21 +18,26 @@ public enum Decompiler {
     public static func read(_ table: Table) -> Reading {
         var grants = Set<Grant>()
         var unrecognized: [Rule] = []
-        var services: [String: ServiceRef] = [:]  // chain suffix / set stem → service
+        var services = Set<ServiceRef>()  // services that have a `svc_*` set
         var members: [ServiceRef: [IPAddress]] = [:]
         for set in table.sets {
-            guard let ref = Names.parseService(set.name)?.service else { continue }
-            services["\(ref.segment)_\(ref.name)"] = ref
+            guard case .service(let ref, _)? = SetName(parsing: set.name) else { continue }
+            services.insert(ref)
             members[ref, default: []] += set.elements.compactMap { address($0.key.first?.low) }
         }
         for ref in members.keys { members[ref]?.sort() }
+        // Chain names repeat rule after rule: parse each once.
+        var chainNames: [String: ChainName?] = [:]
         for rule in table.rules {
-            let kinds: [(String, Kind)] = [("in_", .ingress), ("out_", .egress), ("from_host_", .fromHost), ("to_host_", .toHost)]
-            guard let (prefix, kind) = kinds.first(where: { rule.chain.hasPrefix($0.0) }) else { continue }
-            let suffix = String(rule.chain.dropFirst(prefix.count))
+            let parsed = chainNames[rule.chain] ?? {
+                let p = ChainName(parsing: rule.chain)
+                chainNames[rule.chain] = .some(p)
+                return p
+            }()
             // Chains of multi-service identities repeat their members' grants; read single ones.
-            guard let service = services[suffix] else { continue }
-            guard rule.statements.last == .verdict(.accept), case .flow(let comment)? = rule.comment.flatMap(RuleComment.init(parsing:)),
+            guard case .identity(let kind, let id)? = parsed, id.services.count == 1, let service = id.services.first,
+                  services.contains(service) else { continue }
+            guard rule.statements.last == .verdict(.accept), case .allow(let reference)? = rule.comment.flatMap(RuleRole.init(parsing:)),
                   !rule.statements.contains(where: { if case .log = $0 { return true } else { return false } }) else {
                 if !isDenial(rule) { unrecognized.append(rule) }
                 continue
@@ -42,20 +48,18 @@ public enum Decompiler {
             }
             for from in parsed.from {
                 for port in parsed.ports {
-                    grants.insert(Grant(from: from, to: parsed.to, port: port, reference: comment))
+                    grants.insert(Grant(from: from, to: parsed.to, port: port, reference: reference.text))
                 }
             }
         }
         return Reading(grants: grants.sorted(), members: members, unrecognized: unrecognized)
     }
 
-    enum Kind { case ingress, egress, fromHost, toHost }
-
     static func isDenial(_ rule: Rule) -> Bool {
         rule.statements.last == .verdict(.drop) || rule.statements.contains { if case .log = $0 { return true } else { return false } }
     }
 
-    static func parse(_ rule: Rule, kind: Kind, service: ServiceRef, services: [String: ServiceRef])
+    static func parse(_ rule: Rule, kind: IdentityChainKind, service: ServiceRef, services: Set<ServiceRef>)
         -> (from: [Endpoint], to: Endpoint, ports: [PortSpec])? {
         var peer: Endpoint?
         var group: [Endpoint] = []
@@ -66,16 +70,19 @@ public enum Decompiler {
             guard case .match(let m) = s, m.fields.count == 1, let field = m.fields.first else { continue }
             switch (field, m.operand) {
             case (.ipSaddr, .set(let name)), (.ip6Saddr, .set(let name)):
-                if m.negated, name.hasPrefix("managed_") {
+                switch SetName(parsing: name) {
+                case .managed? where m.negated:
                     if peer == nil { peer = .world }
-                } else if let ref = Names.parseService(name)?.service {
-                    guard services["\(ref.segment)_\(ref.name)"] != nil else { return nil }
+                case .service(let ref, _)? where !m.negated:
+                    guard services.contains(ref) else { return nil }
                     peer = .service(ref)
-                } else if let members = Names.parseSourceGroup(name)?.members {
-                    for ref in members {
-                        guard services["\(ref.segment)_\(ref.name)"] != nil else { return nil }
+                case .sourceGroup(let members, _)? where !m.negated:
+                    for ref in members.services {
+                        guard services.contains(ref) else { return nil }
                         group.append(.service(ref))
                     }
+                default:
+                    return nil
                 }
             case (.ipSaddr, .prefix(let v, let len)), (.ipDaddr, .prefix(let v, let len)),
                  (.ip6Saddr, .prefix(let v, let len)), (.ip6Daddr, .prefix(let v, let len)):

@@ -1,4 +1,5 @@
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 
@@ -41,17 +42,17 @@ import BulkheadRuleset
 /// churn changes set elements only. A port with no MAC in the inventory is in `ports` with no
 /// `bind_ether` element: every frame from it is dropped (fail closed).
 public enum PortBinding {
-    public static let tableID = TableID(family: .bridge, name: Names.table)
+    public static let tableID = TableLayout.bridge
     /// Before br_netfilter (0) and nft's `filter` (-200) in the bridge family.
     public static let priority: Int32 = -210
 
-    public static let ports = "ports"
-    public static let bindEther = "bind_ether"
-    public static let bindV4 = "bind_v4"
-    public static let bindV6 = "bind_v6"
-    public static let bindARP = "bind_arp"
-    public static let prerouting = "prerouting"
-    public static let output = "output"
+    public static let ports = SetName.ports.name
+    public static let bindEther = SetName.bindEther.name
+    public static let bindV4 = SetName.bindV4.name
+    public static let bindV6 = SetName.bindV6.name
+    public static let bindARP = SetName.bindARP.name
+    public static let prerouting = ChainName.prerouting.name
+    public static let output = ChainName.output.name
 
     /// ICMPv6 types that link-local addresses keep: MLD query/report/done, RS, NS, NA, MLDv2 report.
     static let linkPlumbing: [UInt8] = [130, 131, 132, 133, 135, 136, 143]
@@ -83,7 +84,7 @@ public enum PortBinding {
                 elements[ports, default: []].append(SetElement(.ifname(port)))
             }
         }
-        var t = Table(family: .bridge, name: Names.table, flags: flags)
+        var t = Table(family: tableID.family, name: tableID.name, flags: flags)
         t.sets = sets.map { def in
             var s = def
             // Two containers claiming one port (a lying inventory) must not make the table fail.
@@ -137,8 +138,8 @@ public enum PortBinding {
 
     static let linkLocalPrefix = IPv6Address(high: 0xfe80_0000_0000_0000, low: 0)
 
-    static func drop(_ chain: String, _ statements: [Statement], _ reason: String) -> Rule {
-        Rule(chain: chain, statements + [.counter(), .verdict(.drop)], comment: "port binding: " + reason)
+    static func drop(_ chain: String, _ statements: [Statement], _ reason: PortBindingDrop) -> Rule {
+        Rule(chain: chain, statements + [.counter(), .verdict(.drop)], comment: RuleRole.portBinding(reason).comment)
     }
 
     static func icmpv6Types(_ types: [UInt8]) -> Operand {
@@ -148,12 +149,12 @@ public enum PortBinding {
     /// Link-local IPv6 (source or destination) other than neighbour discovery and MLD.
     static func linkLocalRules(_ chain: String, _ field: Field) -> [Rule] {
         let ll = Statement.match(Match(field, .prefix(.ipv6(linkLocalPrefix), 10)))
-        let what = field == .ip6Saddr ? "from" : "to"
+        let from = field == .ip6Saddr
         return [
             drop(chain, [ll, .match(Match(.metaL4proto, negated: true, .value(.proto(IPProto.icmpv6))))],
-                 "IPv6 \(what) a link-local address (only ND and MLD)"),
+                 from ? .ipv6FromLinkLocal : .ipv6ToLinkLocal),
             drop(chain, [ll, .match(Match(.icmpv6Type, negated: true, icmpv6Types(linkPlumbing)))],
-                 "ICMPv6 \(what) a link-local address (only ND and MLD)"),
+                 from ? .icmpv6FromLinkLocal : .icmpv6ToLinkLocal),
         ]
     }
 
@@ -164,20 +165,20 @@ public enum PortBinding {
         r.append(Rule(chain: c, [.match(Match(port, negated: true, .set(ports))), .verdict(.accept)]))
         r.append(drop(c, [.match(Match(.etherType, negated: true, .anonymousSet(
             [EtherTypes.ipv4, EtherTypes.arp, EtherTypes.ipv6].map { SetElement(.etherType($0)) })))],
-            "ethertype other than IPv4, IPv6, ARP (VLAN, QinQ, PPPoE)"))
-        r.append(drop(c, [.match(Match([port, .etherSaddr], negated: true, .set(bindEther)))], "source MAC not the port's"))
+            .otherEtherType))
+        r.append(drop(c, [.match(Match([port, .etherSaddr], negated: true, .set(bindEther)))], .sourceMAC))
         // ARP probes (RFC 5227) announce sender IP 0.0.0.0: the sender MAC is still checked.
         r.append(Rule(chain: c, [.match(Match(.arpSaddrIP, .value(.ipv4(IPv4Address(0))))),
                                  .match(Match([port, .arpSaddrEther], .set(bindEther))), .verdict(.accept)]))
-        r.append(drop(c, [.match(Match([port, .arpSaddrEther, .arpSaddrIP], negated: true, .set(bindARP)))], "ARP sender not the port's"))
+        r.append(drop(c, [.match(Match([port, .arpSaddrEther, .arpSaddrIP], negated: true, .set(bindARP)))], .arpSender))
         // Duplicate address detection and MLD reports come from the unspecified address.
         r.append(Rule(chain: c, [.match(Match(.ip6Saddr, .value(.ipv6(IPv6Address(high: 0, low: 0))))),
                                  .match(Match(.icmpv6Type, icmpv6Types([131, 135, 143]))), .verdict(.accept)]))
-        r.append(drop(c, [.match(Match([port, .ipSaddr], negated: true, .set(bindV4)))], "IPv4 source not the port's"))
-        r.append(drop(c, [.match(Match([port, .ip6Saddr], negated: true, .set(bindV6)))], "IPv6 source not the port's"))
-        r.append(drop(c, [.match(Match(.icmpv6Type, icmpv6Types([134, 137])))], "router advertisement or redirect from a container"))
+        r.append(drop(c, [.match(Match([port, .ipSaddr], negated: true, .set(bindV4)))], .ipv4Source))
+        r.append(drop(c, [.match(Match([port, .ip6Saddr], negated: true, .set(bindV6)))], .ipv6Source))
+        r.append(drop(c, [.match(Match(.icmpv6Type, icmpv6Types([134, 137])))], .routerAdvertisement))
         r.append(drop(c, [.match(Match(.icmpv6Type, .value(.icmpv6Type(136)))),
-                          .match(Match([port, .icmpv6Taddr], negated: true, .set(bindV6)))], "neighbour advert for an address not the port's"))
+                          .match(Match([port, .icmpv6Taddr], negated: true, .set(bindV6)))], .neighbourAdvert))
         r += linkLocalRules(c, .ip6Saddr) + linkLocalRules(c, .ip6Daddr)
         return r
     }

@@ -1,5 +1,6 @@
 import BulkheadCompiler
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 
@@ -36,8 +37,8 @@ public struct IncrementalPlanner: Sendable {
     private let setDefinitions: [String: NFTSet]
     private let setPosition: [String: Int]
     private let chainNames: Set<String>
-    /// Service → the source groups (`from_<group>_v4/6` sets, by `<group>`) it belongs to.
-    private let groupsByService: [ServiceRef: [String]]
+    /// Service → the source groups (`SetName.sourceGroup` sets) it belongs to.
+    private let groupsByService: [ServiceRef: [Identity]]
     private let networks: Set<String>
     /// Networks by name and the host's addresses: what decides whether an address is enrolled.
     private let networkByName: [String: Network]
@@ -66,12 +67,12 @@ public struct IncrementalPlanner: Sendable {
         setDefinitions = defs
         setPosition = pos
         chainNames = Set(table.chains.map(\.name))
-        let refsByKey = Dictionary(allServices.map { ("\($0.ref.segment)_\($0.ref.name)", $0.ref) }, uniquingKeysWith: { a, _ in a })
-        var groups: [ServiceRef: [String]] = [:]
+        let known = Set(allServices.map(\.ref))
+        var groups: [ServiceRef: [Identity]] = [:]
         for s in table.sets {
-            guard let group = Names.parseSourceGroup(s.name), group.family == .v4 else { continue }
-            for ref in group.members where refsByKey["\(ref.segment)_\(ref.name)"] != nil {
-                groups[ref, default: []].append(group.stem)
+            guard case .sourceGroup(let group, .v4)? = SetName(parsing: s.name) else { continue }
+            for ref in group.services where known.contains(ref) {
+                groups[ref, default: []].append(group)
             }
         }
         groupsByService = groups
@@ -138,32 +139,33 @@ public struct IncrementalPlanner: Sendable {
         if !adding, refs.count > 1, combinations[id, default: 0] <= 1 {
             return .needsFullPlan(reason: "\(container.name) is the last container of identity \(id): its chains go")
         }
-        guard chainNames.contains(Names.ingressChain(id)) else {
-            return .needsFullPlan(reason: "identity \(id) has no chain \(Names.ingressChain(id)) yet")
+        let ingress = ChainName.identity(.ingress, id).name
+        guard chainNames.contains(ingress) else {
+            return .needsFullPlan(reason: "identity \(id) has no chain \(ingress) yet")
         }
         // Where each map sends the identity, as the compiler decided: its own chain where one
         // exists, else the shared audit chain of its segments, else nowhere (the drop after the map).
-        let auditChain = Names.auditChain(segments: Array(Set(id.services.map(\.segment))).sorted())
-        var jumps: [(map: (Names.Family) -> String, chain: String)] = []
-        for (map, chain) in [(Names.ingressMap, Names.ingressChain(id)), (Names.egressMap, Names.egressChain(id)),
-                             (Names.fromHostMap, Names.fromHostChain(id)), (Names.toHostMap, Names.toHostChain(id))] {
+        let auditChain = ChainName.audit(segments: Array(Set(id.services.map(\.segment))).sorted()).name
+        var jumps: [(kind: IdentityChainKind, chain: String)] = []
+        for kind in IdentityChainKind.allCases {
+            let chain = ChainName.identity(kind, id).name
             if chainNames.contains(chain) {
-                jumps.append((map, chain))
+                jumps.append((kind, chain))
             } else if chainNames.contains(auditChain) {
-                jumps.append((map, auditChain))
+                jumps.append((kind, auditChain))
             }
         }
         let groups = Set(refs.flatMap { groupsByService[$0] ?? [] }).sorted()
 
         // Elements per set.
         var elements: [String: [SetElement]] = [:]
-        for f in Names.Family.allCases {
+        for f in AddressFamily.allCases {
             let values = container.addresses.filter { $0.isIPv4 == (f == .v4) }.map(\.nftValue)
             guard !values.isEmpty else { continue }
-            elements[Names.managed(f)] = values.map { SetElement($0) }
-            for r in refs { elements[Names.service(r.segment, r.name, f)] = values.map { SetElement($0) } }
-            for g in groups { elements["from_\(g)_\(f.rawValue)"] = values.map { SetElement($0) } }
-            for j in jumps { elements[j.map(f)] = values.map { SetElement($0, .verdict(.jump(j.chain))) } }
+            elements[SetName.managed(f).name] = values.map { SetElement($0) }
+            for r in refs { elements[SetName.service(r, f).name] = values.map { SetElement($0) } }
+            for g in groups { elements[SetName.sourceGroup(g, f).name] = values.map { SetElement($0) } }
+            for j in jumps { elements[SetName.map(j.kind, f).name] = values.map { SetElement($0, .verdict(.jump(j.chain))) } }
         }
         var touched: [NFTSet] = []
         for name in elements.keys {

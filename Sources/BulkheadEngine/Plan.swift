@@ -1,5 +1,6 @@
 import BulkheadCompiler
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 
@@ -141,7 +142,7 @@ public struct Planner: Sendable {
     /// `persist` never changes, and `owner` is added only to an orphaned persistent table.
     static let ownershipMask: TableFlags = [.owner, .persist]
 
-    public static let tableID = TableID(family: .inet, name: Names.table)
+    public static let tableID = TableLayout.inet
     /// The port-binding table, programmed in the same batch as `tableID`.
     public static let bridgeTableID = PortBinding.tableID
 
@@ -191,10 +192,17 @@ public struct Planner: Sendable {
         let liveReading = live.map(Decompiler.read)
         let liveGrants = Set(liveReading?.grants ?? [])
         let desiredGrants = Set(desiredReading.grants)
-        let opened = desiredReading.grants.filter { !liveGrants.contains($0) }
-            .map { Plan.FlowChange(grant: $0, fromContainers: count($0.from), toContainers: count($0.to)) }
-        let closed = (liveReading?.grants ?? []).filter { !desiredGrants.contains($0) }
-            .map { Plan.FlowChange(grant: $0, fromContainers: count($0.from), toContainers: count($0.to)) }
+        // The tables name flows by their root-relative file (`FlowReference`); people read the
+        // path they gave. A reference no current flow has (a closed one) stays as the table has it.
+        var given: [String: String] = [:]
+        for (reference, flow) in compiled.flowsByReference { given[reference.text] = flow.reference }
+        func change(_ g: Grant) -> Plan.FlowChange {
+            var g = g
+            g.reference = given[g.reference] ?? g.reference
+            return Plan.FlowChange(grant: g, fromContainers: count(g.from), toContainers: count(g.to))
+        }
+        let opened = desiredReading.grants.filter { !liveGrants.contains($0) }.map(change)
+        let closed = (liveReading?.grants ?? []).filter { !desiredGrants.contains($0) }.map(change)
 
         var owners: [IPAddress: String] = [:]
         for c in inventory.containers { for a in c.addresses { owners[a] = c.name } }

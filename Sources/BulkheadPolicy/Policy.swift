@@ -16,9 +16,12 @@ public struct PolicySet: Sendable, Hashable {
     /// Every service of every segment, sorted by reference.
     public var services: [Service] { segments.flatMap(\.services).sorted { $0.ref < $1.ref } }
 
-    /// Every flow of every segment in file order (file, then line).
+    /// Every flow of every segment in file order (file relative to its policy root, then line):
+    /// the order of the compiled rules, which must not depend on where the policies were read from.
     public var flows: [Flow] {
-        segments.flatMap(\.flows).sorted { ($0.location.file, $0.location.line, $0.location.column) < ($1.location.file, $1.location.line, $1.location.column) }
+        segments.flatMap(\.flows).sorted {
+            ($0.policyFile, $0.location.line, $0.location.column, $0.location.file) < ($1.policyFile, $1.location.line, $1.location.column, $1.location.file)
+        }
     }
 
     /// Names of the Docker networks some segment governs.
@@ -171,6 +174,11 @@ public struct Flow: Sendable, Hashable {
     public var description: String?
     /// Where the flow's list item starts: the "policy line" every verdict and counter names.
     public var location: FilePosition
+    /// The flow's file named relative to the policy root it was read under (`shop.yaml` for
+    /// `policies/shop.yaml` read from `policies`): what the kernel's rule comments and the flow
+    /// metrics carry, so they do not depend on where the policies live. `location.file` (the path
+    /// as given) until the loader sets it.
+    public var policyFile: String
 
     public init(segment: String, index: Int, from: [LocatedEndpoint], to: [LocatedEndpoint], ports: [PortSpec],
                 description: String? = nil, location: FilePosition) {
@@ -181,9 +189,10 @@ public struct Flow: Sendable, Hashable {
         self.ports = ports
         self.description = description
         self.location = location
+        self.policyFile = location.file
     }
 
-    /// `policies/shop.yaml:14`.
+    /// `policies/shop.yaml:14`: the path as given, for people (`explain`, `plan`, logs).
     public var reference: String { "\(location.file):\(location.line)" }
 
     public var portSet: PortSet { PortSet(ports) }

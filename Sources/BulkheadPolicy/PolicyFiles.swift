@@ -20,6 +20,11 @@ public struct PolicyFiles: Sendable {
         public var path: String
         public var openPath: String
         public var identity: FileIdentity
+        /// The path relative to the root it was found under (`team/shop.yaml` for
+        /// `policies/team/shop.yaml` under `policies`; a file given itself: its name). What rule
+        /// comments carry, so the table does not depend on where the policies live. Unique among
+        /// the files found: see `disambiguateNames`.
+        public var name: String
     }
 
     public var files: [File] = []
@@ -42,7 +47,38 @@ public struct PolicyFiles: Sendable {
     public static func discover(_ paths: [String]) -> PolicyFiles {
         var walk = PolicyFiles()
         for path in paths { walk.visitRoot(path) }
+        walk.disambiguateNames(roots: paths)
         return walk
+    }
+
+    /// Two roots may hold the same relative path (`a/shop.yaml` and `b/shop.yaml` given as `a` and
+    /// `b`): each such file is then named with its root's last component in front (`a/shop.yaml`),
+    /// and, should that still collide, with the root's position (`root2/shop.yaml`). Files whose
+    /// names are unique keep them, so adding a root elsewhere does not rename them.
+    mutating func disambiguateNames(roots: [String]) {
+        var rootOf: [Int] = []
+        for file in files {
+            rootOf.append(roots.firstIndex { root in
+                let r = root.hasSuffix("/") ? String(root.dropLast()) : root
+                return file.path == root || file.path.hasPrefix(r + "/")
+            } ?? 0)
+        }
+        var count: [String: Int] = [:]
+        for f in files { count[f.name, default: 0] += 1 }
+        guard count.values.contains(where: { $0 > 1 }) else { return }
+        var renamed = files
+        for i in files.indices where count[files[i].name, default: 0] > 1 {
+            let root = roots.indices.contains(rootOf[i]) ? roots[rootOf[i]] : ""
+            let last = root.split(separator: "/").last.map(String.init) ?? ""
+            let isFile = files[i].path == root
+            renamed[i].name = isFile || last.isEmpty || last == "." || last == ".." ? files[i].name : last + "/" + files[i].name
+        }
+        var again: [String: Int] = [:]
+        for f in renamed { again[f.name, default: 0] += 1 }
+        for i in renamed.indices where again[renamed[i].name, default: 0] > 1 {
+            renamed[i].name = "root\(rootOf[i] + 1)/" + files[i].name
+        }
+        files = renamed
     }
 
     static func isPolicyName(_ name: String) -> Bool { name.hasSuffix(".yaml") || name.hasSuffix(".yml") }
@@ -71,12 +107,12 @@ public struct PolicyFiles: Sendable {
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
             let before = files.count
-            guard walkDirectory(path, st, depth: 0) else { unreadable = true; return }
+            guard walkDirectory(path, st, depth: 0, relative: "") else { unreadable = true; return }
             if files.count == before, !diagnostics.contains(where: { $0.file.hasPrefix(path) && $0.severity == .error }) {
                 error(.noPolicyFiles, "directory holds no policy files (*.yaml or *.yml)", path)
             }
         case S_IFREG:
-            addFile(path, openPath: target, st)
+            addFile(path, openPath: target, st, name: path.split(separator: "/").last.map(String.init) ?? path)
         default:
             error(.unreadable, "\(FileIdentity.kind(st.st_mode)), not a regular file: refused (reading it could block or never end)", path)
             unreadable = true
@@ -117,7 +153,7 @@ public struct PolicyFiles: Sendable {
     }
 
     /// Returns false when the directory itself cannot be read.
-    private mutating func walkDirectory(_ path: String, _ st: stat, depth: Int) -> Bool {
+    private mutating func walkDirectory(_ path: String, _ st: stat, depth: Int, relative: String) -> Bool {
         let id = FileIdentity(st)
         if let first = visitedDirectories[id] {
             warning(.skippedEntry, "symlink loop or second path to \(first), already read: skipped", path)
@@ -145,6 +181,7 @@ public struct PolicyFiles: Sendable {
         closedir(dir)
         for name in names.sorted() {
             let child = path.hasSuffix("/") ? path + name : path + "/" + name
+            let childName = relative.isEmpty ? name : relative + "/" + name
             var cst = stat()
             guard lstat(child, &cst) == 0 else { continue }  // removed meanwhile
             var target = child
@@ -158,9 +195,9 @@ public struct PolicyFiles: Sendable {
             }
             switch cst.st_mode & S_IFMT {
             case S_IFDIR:
-                if !walkDirectory(child, cst, depth: depth + 1) { unreadable = true }
+                if !walkDirectory(child, cst, depth: depth + 1, relative: childName) { unreadable = true }
             case S_IFREG where policyName:
-                addFile(child, openPath: target, cst)
+                addFile(child, openPath: target, cst, name: childName)
             default:
                 if policyName {
                     error(.unreadable, "\(FileIdentity.kind(cst.st_mode)), not a regular file: refused (reading it could block or never end)", child)
@@ -171,7 +208,7 @@ public struct PolicyFiles: Sendable {
         return true
     }
 
-    private mutating func addFile(_ path: String, openPath: String, _ st: stat) {
+    private mutating func addFile(_ path: String, openPath: String, _ st: stat, name: String) {
         let id = FileIdentity(st)
         if let first = seenFiles[id] {
             warning(.skippedEntry, "same file as \(first), already read: skipped", path)
@@ -179,7 +216,7 @@ public struct PolicyFiles: Sendable {
         }
         seenFiles[id] = path
         checkPermissions(path, st, what: "file")
-        files.append(File(path: path, openPath: openPath, identity: id))
+        files.append(File(path: path, openPath: openPath, identity: id, name: name))
         fingerprint.append("f \(path) \(id.device):\(id.inode) \(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec) \(st.st_mode) \(st.st_uid) \(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)")
     }
 

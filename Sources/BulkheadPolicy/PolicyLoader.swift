@@ -45,7 +45,8 @@ public enum PolicyLoader {
             }
         }
         let files = found.files.map(\.path)
-        var result = load(sources: sources)
+        let names = Dictionary(found.files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a })
+        var result = load(sources: sources, policyFiles: names)
         result.diagnostics = Diagnostic.sorted(diagnostics + result.diagnostics)
         result.files = files
         result.unreadablePath = unreadablePath
@@ -53,7 +54,9 @@ public enum PolicyLoader {
     }
 
     /// Loads policy text already in memory: `(file name, bytes)` pairs.
-    public static func load(sources: [(String, [UInt8])]) -> Result {
+    /// - Parameter policyFiles: file name → its name relative to its policy root (`Flow.policyFile`);
+    ///   a file not in it is named as given.
+    public static func load(sources: [(String, [UInt8])], policyFiles: [String: String] = [:]) -> Result {
         var segments: [Segment] = []
         var pending: [PendingSegment] = []
         var diagnostics: [Diagnostic] = []
@@ -83,6 +86,9 @@ public enum PolicyLoader {
         for i in segments.indices {
             guard let p = byName.removeValue(forKey: segments[i].name) else { continue }
             segments[i].flows = p.flows.compactMap { resolve($0, in: segments[i], segments: segmentsByName, diagnostics: &diagnostics) }
+            for j in segments[i].flows.indices {
+                if let name = policyFiles[segments[i].flows[j].location.file] { segments[i].flows[j].policyFile = name }
+            }
         }
         pending = []
         let resolved = PolicySet(segments: segments)

@@ -14,6 +14,7 @@ import BulkheadAgent
 import BulkheadDocker
 import BulkheadEngine
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadNetfilter
 import BulkheadRuleset
 import Foundation
@@ -163,7 +164,7 @@ func dockerBenchmarks(_ args: [String]) async throws {
     }
     let watcher = try NetlinkNetfilter(namespace: ns)
     func managedCount() -> Int {
-        ((try? watcher.dump(table: Planner.tableID))??.set(named: "managed_v4")?.elements.count) ?? -1
+        ((try? watcher.dump(table: Planner.tableID))??.set(named: SetName.managed(.v4).name)?.elements.count) ?? -1
     }
     let expected = latency.count + burst.count
     let burstStart = ContinuousClock.now

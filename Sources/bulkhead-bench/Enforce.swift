@@ -6,6 +6,7 @@
 //   bulkhead-bench tcp-connect ADDR PORT COUNT OUT   child: COUNT connect/close, JSON result to OUT
 import BulkheadCompiler
 import BulkheadEngine
+import BulkheadLayout
 import BulkheadInventory
 import BulkheadLab
 import BulkheadNetfilter
@@ -73,7 +74,7 @@ func churn(_ dirs: [String]) throws {
         if fallbacks > 0 { fail("churn: \(fallbacks) changes needed the full plan") }
         // Check against the kernel: the managed set holds exactly the deployment again.
         let dumped = try nf.dump(table: Planner.tableID)
-        let managed = dumped?.set(named: Names.managed(.v4))?.elements.count ?? -1
+        let managed = dumped?.set(named: SetName.managed(.v4).name)?.elements.count ?? -1
         if managed != inventory.containers.filter({ c in c.addresses.contains { $0.isIPv4 } }).count {
             fail("churn: managed_v4 has \(managed) elements after adding and removing \(extras)")
         }
@@ -246,18 +247,18 @@ func forward(_ dir: String) throws {
     let (ours, oursFail) = rate(20_000)
     json([("bench", "enforce.tcp_connections_per_s"), ("impl", "bulkhead"), ("containers", inventory.containers.count),
           ("conn_per_s", ours), ("failures", oursFail), ("denied_port_blocked", true), ("fraction_of_no_ruleset", ours / none),
-          ("bound_ports", plan.bridgeDesired.set(named: "ports")?.elements.count ?? 0),
+          ("bound_ports", plan.bridgeDesired.set(named: SetName.ports.name)?.elements.count ?? 0),
           ("fraction_of_conntrack_only", ours / ctOnly),
           ("target", ">= 0.9 of no ruleset")])
     // 2b. What port binding costs: the same, without the bridge table, right after (same load).
-    var btx = Transaction(table: Planner.bridgeTableID, current: Table(family: .bridge, name: Names.table))
-    try btx.delete(.table(Table(family: .bridge, name: Names.table)))
+    var btx = Transaction(table: Planner.bridgeTableID, current: Table(family: TableLayout.bridge.family, name: TableLayout.bridge.name))
+    try btx.delete(.table(Table(family: TableLayout.bridge.family, name: TableLayout.bridge.name)))
     _ = try nf.apply(btx, expectedGeneration: nil)
     let (inetOnly, inetOnlyFail) = rate(20_000)
     json([("bench", "enforce.tcp_connections_per_s"), ("impl", "bulkhead without port binding (inet table only)"),
           ("conn_per_s", inetOnly), ("failures", inetOnlyFail), ("with_port_binding_over_without", ours / inetOnly)])
-    var tx = Transaction(table: Planner.tableID, current: Table(family: .inet, name: Names.table))
-    try tx.delete(.table(Table(family: .inet, name: Names.table)))
+    var tx = Transaction(table: Planner.tableID, current: Table(family: TableLayout.inet.family, name: TableLayout.inet.name))
+    try tx.delete(.table(Table(family: TableLayout.inet.family, name: TableLayout.inet.name)))
     _ = try nf.apply(tx, expectedGeneration: nil)
 
     // 3. The same policy as linear rules (nft -f linear.nft).

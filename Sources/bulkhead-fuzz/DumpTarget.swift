@@ -1,5 +1,6 @@
 import BulkheadCompiler
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
@@ -14,7 +15,7 @@ import Glibc
 /// whatever the kernel accepts into our table: the decoder returns a table or throws, never traps.
 enum DumpFuzz {
     static func run(_ bytes: [UInt8]) {
-        for id in [TableID(family: .inet, name: "bulkhead"), TableID(family: .bridge, name: "bulkhead")] {
+        for id in [TableLayout.inet, TableLayout.bridge] {
             guard let table = try? NetlinkNetfilter.decodeDump(messages: bytes, table: id) else { continue }
             _ = NFTText.table(table)
         }

@@ -110,7 +110,8 @@ struct AgentProcessAgainstDocker {
         let api = network.address(Host.api).v4, db = network.address(Host.db).v4
         let flowLine = try #require(policies.text(flows: PolicyDirectory.baseFlows).split(separator: "\n", omittingEmptySubsequences: false)
             .firstIndex { $0.hasSuffix("- from: web") }) + 1
-        let allowedFlow = "\(policies.file):\(flowLine)"
+        // Rule comments and the flow metric name the file relative to the policy directory.
+        let allowedFlow = "\((policies.file as NSString).lastPathComponent):\(flowLine)"
         let arguments = ["agent", "--policies", policies.path, "--listen", "127.0.0.1:0", "--resync", "5", "--log-level", "info"]
 
         // MARK: The first process: starts, enforces.

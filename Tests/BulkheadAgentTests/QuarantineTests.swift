@@ -3,6 +3,7 @@ import BulkheadCompiler
 import BulkheadDocker
 import BulkheadEngine
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 import BulkheadTestSupport
@@ -64,9 +65,9 @@ import Testing
             let problem = agent.readinessProblem()
             #expect(problem.contains("1 identity cannot be programmed (the rest is enforced)") && problem.contains("both") && problem.contains("in_s_admin__s_web"), "\(problem)")
             let live = try #require(try backend.dump(table: Planner.tableID))
-            #expect(live.chain(named: "in_s_web") != nil && live.chain(named: Names.quarantine) != nil)
+            #expect(live.chain(named: "in_s_web") != nil && live.chain(named: ChainName.quarantine.name) != nil)
             #expect(live.set(named: "svc_s_web_v4")?.elements == [SetElement(.ipv4(IPv4Address("10.75.0.4")!))])
-            #expect(live.set(named: "ingress_v4")?.elements.contains(SetElement(.ipv4(IPv4Address("10.75.0.2")!), .verdict(.jump(Names.quarantine)))) == true)
+            #expect(live.set(named: "ingress_v4")?.elements.contains(SetElement(.ipv4(IPv4Address("10.75.0.2")!), .verdict(.jump(ChainName.quarantine.name)))) == true)
             // The container goes: everything fits again, and readiness comes back.
             source.remove("both")
             #expect(await eventually { agent.isReady })

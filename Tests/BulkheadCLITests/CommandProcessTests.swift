@@ -137,7 +137,7 @@ struct PlanProcessTests {
             #expect(text.stdout.contains("nftables: \(total) operations in one transaction ("), "\(text.stdout)")
             #expect(text.stdout.hasSuffix("\n\n" + String(script.reversed().drop { $0 == "\n" }.reversed()) + "\n"), "\(text.stdout)")
             #expect(script.hasPrefix("add table inet bulkhead { flags owner,persist; }\n"), "\(script)")
-            #expect(script.contains("comment \"policies/shop.yaml:29\""), "\(script)")
+            #expect(script.contains("comment \"shop.yaml:29\""), "\(script)")
 
             // The oracle: nft parses and checks the whole script in the namespace...
             let check = try TestSystem.run(["ip", "netns", "exec", ns, "nft", "-c", "-f", "-"], stdin: nftReadable(script))
@@ -245,7 +245,7 @@ struct ApplyProcessTests {
             #expect(applied.hasPrefix("Applied 155 operations in ") && applied.contains("; table ownership: owner,persist "), "\(applied)")
 
             let listed = try TestSystem.nft(["list", "table", "inet", "bulkhead"], in: ns)
-            #expect(listed.contains("ip saddr @from_shop_api__shop_worker_v4 tcp dport 5432 counter packets 0 bytes 0 accept comment \"policies/shop.yaml:29\""), "\(listed)")
+            #expect(listed.contains("ip saddr @from_shop_api__shop_worker_v4 tcp dport 5432 counter packets 0 bytes 0 accept comment \"shop.yaml:29\""), "\(listed)")
             let bridge = try TestSystem.nft(["list", "table", "bridge", "bulkhead"], in: ns)
             #expect(bridge.contains("\t\t" + ruleNftCannotParse.replacingOccurrences(of: "add rule bridge bulkhead prerouting ", with: "") + "\n"), "\(bridge)")
             // nft itself, loading plan's script elsewhere, builds the same table (flags aside:

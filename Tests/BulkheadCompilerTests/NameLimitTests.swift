@@ -1,5 +1,6 @@
 import BulkheadCompiler
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
 import Foundation
@@ -68,8 +69,9 @@ import Testing
         let out = Compiler.compile(policies, inventory)
         #expect(out.failures.isEmpty, "\(out.failures)")
         let id = try #require(out.identities.first { $0.services.count == 4 })
-        let chain = Names.ingressChain(id)
+        let chain = ChainName.identity(.ingress, id).name
         #expect(chain.utf8.count == 255 && chain.contains("."), "shortened with a digest: \(chain)")
+        #expect(ChainName(parsing: chain) == .shortened(chain), "a shortened name reads back as shortened, not as another identity")
         #expect(out.table.chain(named: chain) != nil)
         Self.expectBounded(out.table)
         let fake = FakeNetfilter()
@@ -85,7 +87,7 @@ import Testing
         let denial = try #require(out.table.rules.first { $0.comment?.hasSuffix(" denies") == true && $0.comment?.contains("vvvv") == true })
         let comment = try #require(denial.comment)
         #expect(comment.contains("~"), "shortened with a digest: \(comment)")
-        guard case .denial(let who, false)? = RuleComment(parsing: comment) else { Issue.record("not a denial: \(comment)"); return }
+        guard case .deny(.unreadable(let who))? = RuleRole(parsing: comment) else { Issue.record("not a shortened denial: \(comment)"); return }
         #expect(who.hasPrefix(String(repeating: "s", count: 61)))
         try FakeNetfilter().apply(try Diff.between(desired: out.table, live: nil), expectedGeneration: nil)
     }
@@ -99,7 +101,8 @@ import Testing
         Self.expectBounded(out.table)
         let prefixes = out.table.rules.flatMap { $0.statements.compactMap { s -> String? in if case .log(let l) = s { return l.prefix } else { return nil } } }
         #expect(prefixes.contains { $0.contains("~") && $0.utf8.count == 127 }, "\(prefixes)")
-        #expect(AuditLogPrefix.parse(AuditLogPrefix.make(segments: ["a", "b"])) == ["a", "b"])
+        #expect(LogPrefix(parsing: LogPrefix.audit(segments: ["a", "b"]).text) == .audit(segments: ["a", "b"]))
+        for p in prefixes where p.contains("~") { #expect(LogPrefix(parsing: p) == .unreadableAudit(String(p.dropFirst(15).dropLast(2)))) }
         try FakeNetfilter().apply(try Diff.between(desired: out.table, live: nil), expectedGeneration: nil)
     }
 
@@ -119,35 +122,37 @@ import Testing
             #expect(comment.hasSuffix("/shop.yaml:10") || comment.hasSuffix("/shop.yaml:13"), "\(comment)")
             #expect(comment.contains("evil\\x0d\\x0a::error::x\\x1b[31m\\x22q\\x22\\x5c"), "\(comment)")
             #expect(!comment.unicodeScalars.contains { $0.value < 0x20 || $0.value >= 0x7F })
-            guard case .flow(let reference)? = RuleComment(parsing: comment) else { Issue.record("not a flow: \(comment)"); continue }
+            guard case .allow(let reference)? = RuleRole(parsing: comment) else { Issue.record("not a flow: \(comment)"); continue }
             #expect(out.flowsByReference[reference] != nil)
         }
     }
 
     /// Two long paths with the same tail stay apart (the digest is of the whole path).
     @Test func longPathsWithTheSameTailDiffer() {
-        let a = RuleComment.flow(file: String(repeating: "a/", count: 100) + "same/tail.yaml", line: 3)
-        let b = RuleComment.flow(file: String(repeating: "b/", count: 100) + "same/tail.yaml", line: 3)
+        let a = FlowReference(file: String(repeating: "a/", count: 100) + "same/tail.yaml", line: 3)
+        let b = FlowReference(file: String(repeating: "b/", count: 100) + "same/tail.yaml", line: 3)
         #expect(a != b && a.text.utf8.count == 128 && b.text.utf8.count == 128)
     }
 
     /// Every form of comment reads back as itself.
     @Test(arguments: [
-        RuleComment.flow(file: "policies/shop.yaml", line: 14),
-        RuleComment.flow(file: "a denies", line: 2),
-        RuleComment.flow(file: "shared denies: x", line: 2),
-        RuleComment.flow(file: String(repeating: "x", count: 500), line: 99_999),
-        RuleComment.denial(of: "shop/api+shop/extra", audit: false),
-        RuleComment.denial(of: "shop,infra", audit: true),
-        RuleComment.denial(of: String(repeating: "s/v+", count: 60), audit: true),
-        RuleComment.sharedDenial("no flow from this container to the host"),
-        RuleComment.unclassified("source on a governed network"),
-        RuleComment.quarantine,
-        RuleComment.note("containers may not send router advertisements"),
+        RuleRole.allow(flow: FlowReference(file: "policies/shop.yaml", line: 14)),
+        RuleRole.allow(flow: FlowReference(file: "a denies", line: 2)),
+        RuleRole.allow(flow: FlowReference(file: "shared denies: x", line: 2)),
+        RuleRole.allow(flow: FlowReference(file: "port binding: source MAC not the port's", line: 2)),
+        RuleRole.allow(flow: FlowReference(file: String(repeating: "x", count: 500), line: 99_999)),
+        RuleRole.deny(.identity(Identity([ServiceRef(segment: "shop", name: "extra"), ServiceRef(segment: "shop", name: "api")]))),
+        RuleRole.audit(.segments(["infra", "shop"])),
+        RuleRole.audit(.identity(Identity([ServiceRef(segment: "s", name: "v")]))),
+        RuleRole.sharedDenial(.toHost),
+        RuleRole.unclassified(.source),
+        RuleRole.quarantine,
+        RuleRole.routerAdvertisements,
+        RuleRole.portBinding(.ipv4Source),
     ])
-    func commentsRoundTrip(_ comment: RuleComment) {
-        #expect(RuleComment(parsing: comment.text) == comment)
-        #expect(comment.text.utf8.count <= 128 && BoundedText.printable(comment.text) == comment.text)
+    func commentsRoundTrip(_ role: RuleRole) {
+        #expect(RuleRole(parsing: role.comment) == role)
+        #expect(role.comment.utf8.count <= 128 && BoundedText.printable(role.comment) == role.comment)
     }
 
     /// Issue 8, item 10 (the nft side): the same hostile strings through every comment and log
@@ -157,37 +162,42 @@ import Testing
                                            String(repeating: "\u{1B}", count: 200)])
     func hostileTextNeverReachesTheKernelRaw(_ hostile: String) {
         let outputs = [
-            RuleComment.flow(file: hostile, line: 7).text,
-            RuleComment.flow(file: hostile + "/" + hostile + ".yaml", line: 7).text,
-            RuleComment.denial(of: hostile, audit: false).text,
-            RuleComment.denial(of: hostile, audit: true).text,
-            AuditLogPrefix.make(segments: [hostile, "b"]),
+            RuleRole.allow(flow: FlowReference(file: hostile, line: 7)).comment,
+            RuleRole.allow(flow: FlowReference(file: hostile + "/" + hostile + ".yaml", line: 7)).comment,
+            RuleRole.deny(.segments([hostile])).comment,
+            RuleRole.audit(.identity(Identity([ServiceRef(segment: hostile, name: hostile)]))).comment,
+            LogPrefix.audit(segments: [hostile, "b"]).text,
         ]
         for (i, text) in outputs.enumerated() {
             #expect(BoundedText.isPrintable(text) && !text.contains("\""), "output \(i): \(text)")
             #expect(text.utf8.count <= (i == 4 ? 127 : 128))
             #expect(!text.unicodeScalars.contains { $0.value < 0x20 || $0.value > 0x7E })
         }
-        #expect(RuleComment.flow(file: hostile, line: 7) != RuleComment.flow(file: hostile + "x", line: 7))
+        #expect(FlowReference(file: hostile, line: 7) != FlowReference(file: hostile + "x", line: 7))
+        // Whatever the input, the comment reads back as the role of the same kind with the same text.
+        for role in [RuleRole.allow(flow: FlowReference(file: hostile, line: 7)), .deny(.segments([hostile]))] {
+            let parsed = RuleRole(parsing: role.comment)
+            #expect(parsed?.comment == role.comment, "\(role.comment)")
+        }
     }
 
     /// The set names the decompiler and the incremental planner read back, both ways.
     @Test func setNamesRoundTrip() {
         let a = ServiceRef(segment: "shop", name: "api"), b = ServiceRef(segment: "shop-2", name: "db-1")
-        for f in Names.Family.allCases {
-            #expect(Names.parseService(Names.service(a.segment, a.name, f))! == (a, f))
-            let group = Names.parseSourceGroup(Names.sourceGroup(Identity([b, a]), f))
-            #expect(group?.members == [a, b] && group?.family == f && group?.stem == Identity([a, b]).chainSuffix)
+        for f in AddressFamily.allCases {
+            #expect(SetName(parsing: SetName.service(a, f).name) == .service(a, f))
+            #expect(SetName(parsing: SetName.sourceGroup(Identity([b, a]), f).name) == .sourceGroup(Identity([a, b]), f))
         }
-        #expect(Names.parseSourceGroup(Names.fromHostMap(.v4)) == nil)
-        #expect(Names.parseService(Names.managed(.v6)) == nil && Names.parseService("svc_a_b_c_v4") == nil)
+        #expect(SetName(parsing: SetName.map(.fromHost, .v4).name) == .map(.fromHost, .v4), "from_host_v4 is a map, not a group")
+        #expect(SetName(parsing: "svc_a_b_c_v4") == nil && SetName(parsing: "from_a_b_v4") == nil, "a group has two members")
+        #expect(SetName(parsing: "from_b_b__a_a_v4") == nil, "members out of order are no name of ours")
     }
 
     @Test func namesAreBoundedAndDistinct() {
-        let a = Names.bounded(String(repeating: "x", count: 300) + "a")
-        let b = Names.bounded(String(repeating: "x", count: 300) + "b")
+        let a = TableLayout.bounded(String(repeating: "x", count: 300) + "a")
+        let b = TableLayout.bounded(String(repeating: "x", count: 300) + "b")
         #expect(a.utf8.count == 255 && b.utf8.count == 255 && a != b)
-        #expect(Names.bounded("in_shop_api") == "in_shop_api")
+        #expect(TableLayout.bounded("in_shop_api") == "in_shop_api")
     }
 
     @Test func sha256KnownAnswers() {
@@ -232,8 +242,8 @@ import Testing
         #expect(out.failures.map(\.containers) == [["both"]])
         #expect(out.failures.first?.reason.contains("in_s_admin__s_web") == true)
         let table = out.table
-        #expect(table.chain(named: Names.quarantine) != nil)
-        let both = SetElement(.ipv4(IPv4Address("10.70.0.2")!), .verdict(.jump(Names.quarantine)))
+        #expect(table.chain(named: ChainName.quarantine.name) != nil)
+        let both = SetElement(.ipv4(IPv4Address("10.70.0.2")!), .verdict(.jump(ChainName.quarantine.name)))
         for map in ["ingress_v4", "egress_v4", "from_host_v4", "to_host_v4"] {
             #expect(table.set(named: map)?.elements.contains(both) == true, "\(map)")
         }

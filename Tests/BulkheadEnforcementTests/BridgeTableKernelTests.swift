@@ -1,6 +1,7 @@
 import BulkheadCompiler
 import BulkheadEngine
 import BulkheadInventory
+import BulkheadLayout
 import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
@@ -96,7 +97,7 @@ import Testing
             #expect(try nf.dump(table: PortBinding.tableID) == nil)
             // The second table's transaction fails in the kernel: the first is not created either.
             // The model believes a set exists that the kernel does not have: deleting it fails (ENOENT).
-            var failing = Transaction(table: PortBinding.tableID, current: Table(family: .bridge, name: Names.table,
+            var failing = Transaction(table: PortBinding.tableID, current: Table(family: .bridge, name: TableLayout.tableName,
                                                                                 sets: [NFTSet(name: "ghost", key: KeyType(.ifname))]))
             try failing.delete(.set(NFTSet(name: "ghost", key: KeyType(.ifname))))
             let error = #expect(throws: RulesetError.self) {
