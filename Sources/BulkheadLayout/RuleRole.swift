@@ -81,12 +81,14 @@ public enum DenialSubject: Hashable, Sendable, CustomStringConvertible {
     /// An identity has `/` in every member, segments have none; anything else (a `~` digest, an
     /// escape) is kept as text.
     static func parse(_ text: Substring) -> DenialSubject {
+        // `~` (the digest of a shortened subject) and `\` (an escape) occur in no service or
+        // segment name: such a subject is text, even when what is left looks like an identity.
+        if text.contains("~") || text.contains("\\") { return .unreadable(String(text)) }
         if text.contains("/") {
             if let id = Identity(description: text) { return .identity(id) }
         } else if !text.isEmpty {
             let segments = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            if !segments.contains(where: \.isEmpty), segments.joined(separator: ",") == text,
-               !text.contains("~"), !text.contains("\\") { return .segments(segments) }
+            if !segments.contains(where: \.isEmpty) { return .segments(segments) }
         }
         return .unreadable(String(text))
     }

@@ -23,7 +23,11 @@ import Testing
         let identities = Set(out.identities)
         // The typed value of every chain the compiler can build for these policies, by name.
         var built: [String: ChainName] = [:]
-        for id in out.identities { for kind in IdentityChainKind.allCases { built[ChainName.identity(kind, id).name] = .identity(kind, id) } }
+        for id in out.identities {
+            for kind in IdentityChainKind.allCases { built[ChainName.identity(kind, id).name] = .identity(kind, id) }
+            let segments = Array(Set(id.services.map(\.segment))).sorted()
+            built[ChainName.audit(segments: segments).name] = .audit(segments: segments)
+        }
         for table in [out.table, out.bridgeTable] {
             for set in table.sets {
                 checked += 1
@@ -49,9 +53,9 @@ import Testing
                     #expect(identities.contains(id), "\(context): \(chain.name) names no compiled identity")
                     #expect(built[chain.name] == .identity(kind, id))
                 case .shortened(let name):
-                    // Only an identity's readable name can be too long: it is one the compiler built.
-                    guard case .identity(_, let id)? = built[name] else { Issue.record("\(context): \(name) is shortened but no identity's"); continue }
-                    #expect(ChainName.identity(.ingress, id).name.utf8.count == KernelLimits.kernel.objectName)
+                    // Only names of several services or segments can be too long: one the compiler built.
+                    guard let typed = built[name] else { Issue.record("\(context): \(name) is shortened but no identity's or audit chain's"); continue }
+                    #expect(typed.name == name && name.utf8.count == KernelLimits.kernel.objectName)
                 case .audit(let segments):
                     #expect(segments.allSatisfy { policies.segment(named: $0)?.mode == .audit }, "\(context): \(chain.name)")
                 case .forward, .input, .output, .prerouting:
