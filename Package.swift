@@ -40,16 +40,18 @@ let package = Package(
         .target(name: "BulkheadRuleset"),
         // The names and rule comments of our tables, built and parsed in one place (`TableLayout`).
         .target(name: "BulkheadLayout", dependencies: ["BulkheadPolicy", "BulkheadRuleset"]),
+        // Connection tracking as a model, a protocol and a fake; the netlink side is in BulkheadNetfilter.
+        .target(name: "BulkheadConntrack", dependencies: ["BulkheadInventory"]),
         .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadLayout"]),
         .target(name: "BulkheadDocker", dependencies: [
             "BulkheadInventory", "BulkheadEscaping",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
-        .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadLayout"]),
+        .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadLayout", "BulkheadConntrack"]),
         .target(name: "BulkheadAgent", dependencies: [
             "BulkheadEngine", "BulkheadDocker", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
-            "BulkheadEscaping", "BulkheadLayout",
+            "BulkheadEscaping", "BulkheadLayout", "BulkheadConntrack",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "NIOCore", package: "swift-nio"),
@@ -59,12 +61,13 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
-        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "CNetfilter", "CNetfilterShim"]),
+        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "BulkheadConntrack", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
             name: "bulkhead",
             dependencies: [
                 "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
                 "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent", "BulkheadEscaping",
+                "BulkheadConntrack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,16 +98,16 @@ let package = Package(
         // fed the compiler's output).
         .testTarget(name: "BulkheadNetfilterTests", dependencies: [
             "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport",
-            "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory",
+            "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadConntrack",
         ]),
-        .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadConntrack", "BulkheadLab", "BulkheadInventory"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadEngine"]),
-        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadConntrack", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadConntrack", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
-            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadLayout",
+            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadLayout", "BulkheadConntrack",
         ]),
         .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
             "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab", "BulkheadLayout",

@@ -1,4 +1,5 @@
 import BulkheadCompiler
+import BulkheadConntrack
 import BulkheadDocker
 import BulkheadEngine
 import BulkheadEscaping
@@ -59,6 +60,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     public let configuration: AgentConfiguration
     public let metrics = MetricsRegistry()
     let backend: any NetfilterBackend
+    /// Connection tracking of the namespace `backend` programs: after a commit, established
+    /// connections the policies now deny are cut there (nil: nothing is cut).
+    let connections: (any ConnectionTracking)?
     let source: any ContainerSource
     let logger: Logger
     let triggers = TriggerBox()
@@ -107,10 +111,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
                 logger: Logger = Logger(label: "bulkhead.agent"), planner: Planner = Planner(),
+                connections: (any ConnectionTracking)? = nil,
                 onListening: @escaping @Sendable (Int) -> Void = { _ in },
                 onReconciled: @escaping @Sendable (ReconcileReport) -> Void = { _ in }) {
         self.configuration = configuration
         self.backend = backend
+        self.connections = connections
         self.source = source
         self.logger = logger
         // The backend's ownership flags decide whether a table someone else created is adopted
@@ -551,6 +557,11 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 return changed
             }
             reportEnrolment(plan, failuresChanged: failuresChanged, rejectionsChanged: rejectionsChanged)
+            // After the kernel's ack (cut earlier, a connection would re-open under the old rules),
+            // and only when something changed: a flow closed, a container left or changed service.
+            if plan.hasChanges, let connections {
+                revokeConnections(connections, policies: policies, inventory: inventory)
+            }
             let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
             metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
@@ -608,6 +619,23 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 "error": "\(error)", "reasons": "\(reasonText)", "kind": "\(Self.failureKind(error))",
             ])
             return false
+        }
+    }
+
+    /// Cuts the established connections the new rules deny. A failure never undoes the commit:
+    /// it is logged with what to do and counted.
+    func revokeConnections(_ connections: any ConnectionTracking, policies: PolicySet, inventory: Inventory) {
+        let report = Revocation.revoke(connections, evaluator: Evaluator(policies: policies, inventory: inventory))
+        metrics.increment("bulkhead_connections_revoked_total", by: Double(report.cut.count))
+        if !report.cut.isEmpty {
+            logger.info("cut connections the policies now deny", metadata: [
+                "cut": "\(report.cut.count)", "tracked": "\(report.tracked)",
+                "first": "\(report.cut.prefix(3).map(\.description).joined(separator: "; "))",
+            ])
+        }
+        if let problem = report.problem {
+            metrics.increment("bulkhead_connection_revocation_errors_total")
+            logger.error("connections not cut", metadata: ["problem": "\(problem)"])
         }
     }
 
@@ -673,6 +701,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_flow_packets_total", type: "counter", "Packets of new connections allowed, per flow (file:line), from the kernel's counters.")
         metrics.describe("bulkhead_port_binding_dropped_packets_total", type: "counter", "Frames dropped at a container's bridge port, per reason (spoofed source, tagged frame, link-local), from the kernel's counters.")
         metrics.describe("bulkhead_denied_packets_total", type: "counter", "Packets denied (or audited), per identity, from the kernel's counters.")
+        metrics.describe("bulkhead_connections_revoked_total", type: "counter", "Established connections cut (deleted from connection tracking) because the policies no longer allow them.")
+        metrics.describe("bulkhead_connection_revocation_errors_total", type: "counter", "Reconciles whose commit stood but whose connection cut failed (conntrack unreadable, or a delete refused).")
         metrics.describe("bulkhead_identity_failures", type: "gauge", "Identities that cannot be programmed; their containers are quarantined (all denied).")
         metrics.describe("bulkhead_rejected_addresses", type: "gauge", "Container addresses not enrolled: outside their network's subnets, the host's, or claimed twice.")
         metrics.set("bulkhead_docker_up", 0)
@@ -680,6 +710,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.set("bulkhead_identity_failures", 0)
         metrics.set("bulkhead_rejected_addresses", 0)
         metrics.set("bulkhead_drift_repairs_total", 0)
+        metrics.set("bulkhead_connections_revoked_total", 0)
+        metrics.set("bulkhead_connection_revocation_errors_total", 0)
         metrics.set("bulkhead_http_connections", 0)
         for reason in HTTPEndpoint.CloseReason.allCases {
             metrics.set("bulkhead_http_connections_closed_total", 0, labels: ["reason": reason.rawValue])

@@ -69,6 +69,9 @@ public struct Plan: Sendable {
     public var failures: [Compiler.IdentityFailure] = []
     /// Container addresses the inventory gives that are not enrolled, with why.
     public var rejectedAddresses: [RejectedAddress] = []
+    /// Live connections the policies deny, which applying would cut (nil: not asked; `plan`
+    /// fills it from connection tracking, see `Revocation`).
+    public var connections: Revocation.Census? = nil
 
     public var hasChanges: Bool { !transaction.isEmpty || !bridgeTransaction.isEmpty }
 

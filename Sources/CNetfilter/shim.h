@@ -15,5 +15,6 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <libnftnl/udata.h>
 #include <linux/netlink.h>

@@ -75,7 +75,15 @@ struct AgentCommand: AsyncParsableCommand {
             throw ExitCode(ExitStatus.failure)
         }
         logger.info("table ownership: \(backend.ownership)")
-        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client, portFinder: NetlinkPortFinder(namespace: netns), logger: logger), logger: logger)
+        // Without connection tracking the agent still enforces; only established connections outlive a deny.
+        var connections: NetlinkConntrack?
+        do {
+            connections = try NetlinkConntrack(namespace: netns)
+        } catch {
+            logger.error("cannot open connection tracking: established connections will outlive a deny until they end", metadata: ["error": "\(error)"])
+        }
+        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client, portFinder: NetlinkPortFinder(namespace: netns), logger: logger), logger: logger,
+                          connections: connections)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],
             gracefulShutdownSignals: [.sigterm, .sigint],

@@ -14,6 +14,10 @@ struct ApplyCommand: ParsableCommand {
         error halfway through the batch) nothing changes. The rules stay when bulkhead exits; only
         `bulkhead uninstall` removes them. When another program commits between the read and the
         write, the kernel refuses the batch and apply reads again (up to \(maxAttempts) attempts).
+        After the kernel acknowledged the commit, the established connections the policies now deny
+        are cut (deleted from connection tracking), so a deny takes effect at once; "Cut N
+        connections" says how many. If connection tracking cannot be read or changed, the rules stay
+        committed and a warning on standard error says what to do (the exit code stays 0).
 
         Exit codes: 0 applied (or nothing to do); 1 error, nothing changed (also: no CAP_NET_ADMIN,
         or the ruleset kept changing); 64 usage; 66 unreadable input.
@@ -30,6 +34,14 @@ struct ApplyCommand: ParsableCommand {
 
     @Flag(help: "Also print the nft script of the transaction.")
     var nft = false
+
+    /// "Cut N connections …", with the first few.
+    static func revocationText(_ report: Revocation.Report) -> String {
+        var lines = ["Cut \(report.cut.count) connection\(report.cut.count == 1 ? "" : "s") the policies now deny (of \(report.tracked) tracked)."]
+        lines += report.cut.prefix(PlanOutput.listedCuts).map { "  x \($0)" }
+        if report.cut.count > PlanOutput.listedCuts { lines.append("  … and \(report.cut.count - PlanOutput.listedCuts) more") }
+        return lines.joined(separator: "\n")
+    }
 
     func run() throws {
         do {
@@ -65,14 +77,20 @@ struct ApplyCommand: ParsableCommand {
                     continue
                 }
                 let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
+                // Only after the kernel's ack: cut earlier, a connection would re-open under the old rules.
+                let revoked = Inputs.revokeConnections(source, policies: policies, inventory: inventory)
                 if format == .json {
-                    print(PlanOutput.json(plan, nft: nft))
+                    print(PlanOutput.json(plan, nft: nft, revoked: revoked))
                 } else {
                     print(Escape.terminalLines(PlanOutput.text(plan, nft: nft)))
                     if plan.hasChanges {
                         print("Applied \(plan.operationCount) operations in \(String(format: "%.1f", ms)) ms (ruleset generation \(generation)); table ownership: \(backend.ownership).")
                     }
+                    if plan.hasChanges || !revoked.cut.isEmpty {
+                        print(Escape.terminalLines(Self.revocationText(revoked)))
+                    }
                 }
+                if let problem = revoked.problem { Inputs.printError("warning: \(problem)") }
                 return
             }
         } catch let r as Reported {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BulkheadAgent
 import BulkheadDocker
+import BulkheadEngine
 import BulkheadEscaping
 import BulkheadInventory
 import BulkheadNetfilter
@@ -115,6 +116,30 @@ enum Inputs {
             return .failure(error)
         } catch {
             return .failure(.backendFailure("\(error)"))
+        }
+    }
+
+    /// The live connections the policies deny, read from connection tracking in the namespace
+    /// `plan`/`apply` program (`.unavailable` with the reason when it cannot be read).
+    static func connectionCensus(_ options: SourceOptions, policies: PolicySet, inventory: Inventory) -> Revocation.Census {
+        do {
+            let tracking = try NetlinkConntrack(namespace: options.netns)
+            return Revocation.census(tracking, evaluator: Evaluator(policies: policies, inventory: inventory))
+        } catch {
+            return .unavailable("cannot read connection tracking: \(error)")
+        }
+    }
+
+    /// Cuts the live connections the policies deny, after a commit. Never throws: a failure
+    /// leaves the committed rules in place and is in the report.
+    static func revokeConnections(_ options: SourceOptions, policies: PolicySet, inventory: Inventory) -> Revocation.Report {
+        do {
+            let tracking = try NetlinkConntrack(namespace: options.netns)
+            return Revocation.revoke(tracking, evaluator: Evaluator(policies: policies, inventory: inventory))
+        } catch {
+            var report = Revocation.Report()
+            report.dumpError = error
+            return report
         }
     }
 

@@ -11,6 +11,8 @@ struct PlanCommand: ParsableCommand {
         discussion: """
         Compares the policies and inventory against the table the kernel holds (inet bulkhead). Without
         the privilege to read the kernel (CAP_NET_ADMIN), compares against an empty ruleset and says so.
+        Also reads connection tracking and says how many live connections `apply` would cut (the
+        established connections the policies deny), listing a few; without the privilege, says so.
 
         Exit codes: 0 success; with --detailed-exitcode 0 no changes, 2 changes, 1 error; 64 usage; 66 unreadable input.
         """
@@ -33,13 +35,15 @@ struct PlanCommand: ParsableCommand {
         do {
             let policies = try Inputs.policies(source)
             let inventory = try Inputs.inventory(source)
-            let plan: Plan
+            var plan: Plan
             switch Inputs.kernel(source) {
             case .success(let backend):
                 plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
+                plan.connections = Inputs.connectionCensus(source, policies: policies, inventory: inventory)
             case .failure(let error):
                 plan = try Planner().plan(policies: policies, inventory: inventory, live: nil, bridgeLive: nil,
                                           baseline: .empty(reason: "cannot read the kernel: \(error)"))
+                plan.connections = .unavailable("cannot read the kernel: \(error)")
             }
             print(format == .json ? PlanOutput.json(plan, nft: nft) : Escape.terminalLines(PlanOutput.text(plan, nft: nft)))
             if detailedExitcode && plan.hasChanges { throw ExitCode(ExitStatus.changes) }

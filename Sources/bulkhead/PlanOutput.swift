@@ -15,6 +15,8 @@ enum PlanOutput {
             lines.append("Plan against an empty ruleset (\(reason)):")
         }
         if !plan.hasChanges {
+            // Leftovers (a revocation that failed last time) are worth a line; nothing else is.
+            if case .wouldCut(let cuts, _)? = plan.connections, !cuts.isEmpty { lines += connectionLines(plan.connections) }
             lines.append("No changes: the kernel already enforces these policies.")
             return lines.joined(separator: "\n")
         }
@@ -56,6 +58,7 @@ enum PlanOutput {
         }
         let counts = plan.operationCounts.map { "\($0.1) \($0.0)\($0.1 == 1 ? "" : "s")" }.joined(separator: ", ")
         lines.append("nftables: \(plan.operationCount) operation\(plan.operationCount == 1 ? "" : "s") in one transaction (\(counts))")
+        lines += connectionLines(plan.connections)
         if nft {
             lines.append("")
             lines.append((plan.transaction.description + plan.bridgeTransaction.description).trimmingTrailingNewlines())
@@ -63,7 +66,46 @@ enum PlanOutput {
         return lines.joined(separator: "\n")
     }
 
-    static func json(_ plan: Plan, nft: Bool) -> String {
+    /// How many connections are listed by name in text output; the count is always complete.
+    static let listedCuts = 5
+
+    /// `N live connections would be cut`, with the first few, or why it is not known.
+    static func connectionLines(_ census: Revocation.Census?) -> [String] {
+        switch census {
+        case nil:
+            return []
+        case .unavailable(let reason)?:
+            return ["Connections: unknown how many live connections would be cut (\(reason))"]
+        case .wouldCut(let cuts, let tracked)?:
+            var lines = ["Connections: \(cuts.count) live connection\(cuts.count == 1 ? "" : "s") would be cut (of \(tracked) tracked)"]
+            lines += cuts.prefix(listedCuts).map { "  x \($0)" }
+            if cuts.count > listedCuts { lines.append("  … and \(cuts.count - listedCuts) more") }
+            return lines
+        }
+    }
+
+    /// `{"would_cut": N, "tracked": M, "cuts": [...]}` or `{"unavailable": reason}`.
+    static func connectionsJSON(_ census: Revocation.Census) -> JSONValue {
+        switch census {
+        case .unavailable(let reason):
+            return .object([("unavailable", .string(reason))])
+        case .wouldCut(let cuts, let tracked):
+            return .object([("would_cut", .int(cuts.count)), ("tracked", .int(tracked)), ("cuts", .array(cuts.map(cutJSON)))])
+        }
+    }
+
+    static func cutJSON(_ cut: ConnectionCut) -> JSONValue {
+        let t = cut.entry.effective
+        return .object([
+            ("protocol", .string(t.protocolName)),
+            ("source", .string(t.source.description)),
+            ("destination", .string(t.destination.description)),
+            ("destination_port", t.destinationPort.map { .int(Int($0)) } ?? .null),
+            ("reason", .string(cut.reason)),
+        ])
+    }
+
+    static func json(_ plan: Plan, nft: Bool, revoked: Revocation.Report? = nil) -> String {
         func change(_ c: Plan.FlowChange) -> JSONValue {
             .object([
                 ("from", .string(c.grant.from.description)),
@@ -95,6 +137,16 @@ enum PlanOutput {
             ("bridge_table", tableJSON(plan.bridgeTableChange, desired: plan.bridgeDesired)),
             ("operations", .object([("total", .int(plan.operationCount))] + plan.operationCounts.map { ($0.0, .int($0.1)) })),
         ]
+        if let census = plan.connections { fields.append(("connections", connectionsJSON(census))) }
+        if let revoked {
+            fields.append(("revoked", .object([
+                ("cut", .int(revoked.cut.count)),
+                ("already_gone", .int(revoked.alreadyGone)),
+                ("failed", .int(revoked.failures.count)),
+                ("problem", revoked.problem.map { .string($0) } ?? .null),
+                ("cuts", .array(revoked.cut.map(cutJSON))),
+            ])))
+        }
         if nft { fields.append(("nft", .string(plan.transaction.description + plan.bridgeTransaction.description))) }
         return JSONValue.object(fields).render()
     }
