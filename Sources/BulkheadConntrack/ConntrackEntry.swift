@@ -1,4 +1,5 @@
 import BulkheadInventory
+import Synchronization
 
 // BulkheadConntrack: the kernel's connection tracking table as Bulkhead sees it — the entry model,
 // the side-effect protocol (`ConnectionTracking`) and its in-memory fake. Pure Swift: the netlink
@@ -134,30 +135,50 @@ public protocol ConnectionTracking: AnyObject, Sendable {
 }
 
 /// An in-memory conntrack table. Deletes match like the kernel's: by original tuple and zone,
-/// and by id when the request names one.
-public final class FakeConntrack: ConnectionTracking, @unchecked Sendable {
-    public private(set) var table: [ConntrackEntry]
-    /// Thrown by `entries()` when set.
-    public var dumpError: ConntrackError?
-    /// Thrown by `delete` for these original tuples.
-    public var deleteErrors: [ConntrackTuple: ConntrackError] = [:]
-    /// Every delete asked for, in order.
-    public private(set) var deleted: [ConntrackEntry] = []
+/// and by id when the request names one. Thread-safe: an agent's reconcile and a test read it at once.
+public final class FakeConntrack: ConnectionTracking, Sendable {
+    private struct State {
+        var table: [ConntrackEntry]
+        var dumpError: ConntrackError?
+        var deleteErrors: [ConntrackTuple: ConntrackError] = [:]
+        var deleted: [ConntrackEntry] = []
+    }
 
-    public init(_ table: [ConntrackEntry] = []) { self.table = table }
+    private let state: Mutex<State>
+
+    public init(_ table: [ConntrackEntry] = []) { state = Mutex(State(table: table)) }
+
+    /// The entries it holds now.
+    public var table: [ConntrackEntry] { state.withLock { $0.table } }
+    /// Thrown by `entries()` when set.
+    public var dumpError: ConntrackError? {
+        get { state.withLock { $0.dumpError } }
+        set { state.withLock { $0.dumpError = newValue } }
+    }
+    /// Thrown by `delete` for these original tuples.
+    public var deleteErrors: [ConntrackTuple: ConntrackError] {
+        get { state.withLock { $0.deleteErrors } }
+        set { state.withLock { $0.deleteErrors = newValue } }
+    }
+    /// Every delete asked for, in order.
+    public var deleted: [ConntrackEntry] { state.withLock { $0.deleted } }
 
     public func entries() throws(ConntrackError) -> [ConntrackEntry] {
-        if let dumpError { throw dumpError }
+        let (table, error) = state.withLock { ($0.table, $0.dumpError) }
+        if let error { throw error }
         return table
     }
 
     public func delete(_ entry: ConntrackEntry) throws(ConntrackError) -> Bool {
-        if let error = deleteErrors[entry.original] { throw error }
-        deleted.append(entry)
-        guard let i = table.firstIndex(where: { $0.original == entry.original && $0.zone == entry.zone && (entry.id == nil || $0.id == entry.id) }) else {
-            return false
+        let result: Result<Bool, ConntrackError> = state.withLock { s in
+            if let error = s.deleteErrors[entry.original] { return .failure(error) }
+            s.deleted.append(entry)
+            guard let i = s.table.firstIndex(where: { $0.original == entry.original && $0.zone == entry.zone && (entry.id == nil || $0.id == entry.id) }) else {
+                return .success(false)
+            }
+            s.table.remove(at: i)
+            return .success(true)
         }
-        table.remove(at: i)
-        return true
+        return try result.get()
     }
 }

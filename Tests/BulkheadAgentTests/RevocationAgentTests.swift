@@ -1,0 +1,72 @@
+import BulkheadAgent
+import BulkheadConntrack
+import BulkheadDocker
+import BulkheadInventory
+import BulkheadRuleset
+import Foundation
+import Logging
+import Testing
+
+/// The agent cuts, in the reconcile that commits a change, the tracked connections the new
+/// policies deny, counts them in `bulkhead_connections_revoked_total`, and never lets a
+/// conntrack failure undo the commit.
+@Suite(.serialized) struct RevocationAgentTests {
+    static func entry(_ from: String, _ to: String, _ port: UInt16) -> ConntrackEntry {
+        ConntrackEntry(original: ConntrackTuple(source: IPAddress(from)!, destination: IPAddress(to)!, proto: 6, sourcePort: 40000, destinationPort: port))
+    }
+    static let apiToDB = entry("172.20.0.3", "172.20.0.6", 5432)       // shop/api -> shop/db: policies/shop.yaml:29
+    static let frontendToDB = entry("172.20.0.2", "172.20.0.6", 5432)  // never allowed
+    static let frontendToAPI = entry("172.20.0.2", "172.20.0.3", 8080) // shop.yaml:26, stays allowed
+
+    func withRevokingAgent(_ dir: PolicyDir, backend: FakeNetfilter, connections: FakeConntrack,
+                           _ body: @Sendable (Agent) async throws -> Void) async throws {
+        var config = AgentConfiguration(policyPaths: [dir.path])
+        config.listenPort = 0
+        config.policyPollInterval = .milliseconds(50)
+        config.generationPollInterval = .milliseconds(50)
+        config.resyncInterval = .seconds(3600)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let agent = Agent(configuration: config, backend: backend, source: FakeContainerSource(inventory: try exampleInventory()),
+                          logger: logger, connections: connections)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await agent.run() }
+            defer { group.cancelAll() }
+            try await body(agent)
+        }
+    }
+
+    @Test func policyEditCutsTheClosedFlowsConnections() async throws {
+        let dir = try PolicyDir()
+        let backend = FakeNetfilter()
+        let connections = FakeConntrack([Self.apiToDB, Self.frontendToDB, Self.frontendToAPI])
+        try await withRevokingAgent(dir, backend: backend, connections: connections) { agent in
+            #expect(await eventually { agent.isReady })
+            // The first commit cuts what the policies never allowed.
+            #expect(await eventually { agent.metrics.value("bulkhead_connections_revoked_total") == 1 })
+            #expect(connections.table == [Self.apiToDB, Self.frontendToAPI])
+            let shop = try dir.read("shop.yaml")
+            let edited = shop.replacingOccurrences(of: "  - from: [api, worker]\n    to: db\n    ports: [tcp/5432]\n", with: "")
+            #expect(edited != shop)
+            try dir.write("shop.yaml", edited)
+            #expect(await eventually { agent.metrics.value("bulkhead_connections_revoked_total") == 2 })
+            #expect(connections.table == [Self.frontendToAPI])
+            #expect(agent.metrics.value("bulkhead_connection_revocation_errors_total") == 0)
+            #expect(agent.metrics.render().contains("# TYPE bulkhead_connections_revoked_total counter"))
+        }
+    }
+
+    @Test func conntrackFailureKeepsTheCommitAndIsCounted() async throws {
+        let dir = try PolicyDir()
+        let backend = FakeNetfilter()
+        let connections = FakeConntrack([Self.frontendToDB])
+        connections.dumpError = .permissionDenied(operation: "dumping connection tracking")
+        try await withRevokingAgent(dir, backend: backend, connections: connections) { agent in
+            #expect(await eventually { agent.metrics.value("bulkhead_connection_revocation_errors_total") == 1 })
+            #expect(agent.isReady, "a conntrack failure does not make the rules any less enforced")
+            #expect(try backend.dump(table: TableID(family: .inet, name: "bulkhead")) != nil)
+            #expect(agent.metrics.value("bulkhead_connections_revoked_total") == 0)
+            #expect(connections.table == [Self.frontendToDB])
+        }
+    }
+}
