@@ -36,7 +36,7 @@ public final class NetlinkConntrack: ConnectionTracking, @unchecked Sendable {
             }, onData: { nlh in
                 let bytes = Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(nlh), count: Int(bh_nlmsg_len(nlh))))
                 // One entry that does not parse must not hide the others: keep going, report the first.
-                do {
+                do throws(ConntrackError) {
                     if let entry = try ConntrackCodec.decodeEntry(bytes) { result.append(entry) }
                 } catch {
                     if firstProblem == nil { firstProblem = error }

@@ -164,7 +164,7 @@ import Testing
 
     /// A dump failure cuts nothing and says the rules stand; a refused delete is reported, the
     /// other cuts still happen; an entry gone since the dump is not an error.
-    @Test func failuresAreReportedNotThrown() {
+    @Test func failuresAreReportedNotThrown() throws {
         let evaluator = Evaluator(policies: Self.policies(Self.yaml), inventory: Self.inventory)
         let broken = FakeConntrack([Self.clientToWebSSH])
         broken.dumpError = .permissionDenied(operation: "dumping connection tracking")

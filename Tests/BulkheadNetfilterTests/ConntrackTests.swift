@@ -31,7 +31,7 @@ import Testing
         let bytes = ConntrackCodec.dumpRequest(seq: 0x0102_0304)
         #expect(bytes == [
             20, 0, 0, 0,        // nlmsg_len 20
-            0x00, 0x01,         // nlmsg_type (NFNL_SUBSYS_CTNETLINK 1 << 8) | IPCTNL_MSG_CT_GET 0
+            0x01, 0x01,         // nlmsg_type (NFNL_SUBSYS_CTNETLINK 1 << 8) | IPCTNL_MSG_CT_GET 1
             0x01, 0x03,         // NLM_F_REQUEST | NLM_F_DUMP (0x300)
             4, 3, 2, 1,         // seq
             0, 0, 0, 0,         // port id: the kernel's
