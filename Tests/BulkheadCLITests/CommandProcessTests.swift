@@ -211,11 +211,15 @@ struct PlanProcessTests {
             #expect(first.hasPrefix("Plan against an empty ruleset (cannot read the kernel: "), "\(r.stdout)")
             #expect(first.contains("permission denied: Bulkhead needs CAP_NET_ADMIN"), "\(first)")
             #expect(r.stdout.contains("Flows newly allowed (\(exampleFlowCount)):"), "compared with nothing, although the kernel has the table:\n\(r.stdout)")
+            // Nor can it read connection tracking: it says so instead of a count.
+            #expect(r.stdout.contains("\nConnections: unknown how many live connections would be cut (cannot read the kernel: "), "\(r.stdout)")
             let j = try cli(["plan"] + inputs + ["--format", "json"], prefix: nobody, executable: dir + "/bulkhead")
             #expect(j.status == 0)
             let baseline = try #require(try json(j.stdout)["baseline"] as? [String: Any])
             #expect(baseline["kind"] as? String == "empty")
             #expect((baseline["reason"] as? String)?.hasPrefix("cannot read the kernel: ") == true, "\(baseline)")
+            let connections = try #require(try json(j.stdout)["connections"] as? [String: Any])
+            #expect((connections["unavailable"] as? String)?.hasPrefix("cannot read the kernel: ") == true, "\(connections)")
         }
     }
 }
