@@ -543,7 +543,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 generation = plan.baselineGeneration
             }
             let desired = plan.desired, desiredBridge = plan.bridgeDesired
-            let membership = Evaluator(policies: policies, inventory: inventory).membership
+            let evaluator = Evaluator(policies: policies, inventory: inventory)
+            let membership = evaluator.membership
             let managed = inventory.containers.filter { !(membership[$0.name] ?? []).isEmpty }.count
             let (failures, rejected) = (plan.failures, plan.rejectedAddresses)
             let (failuresChanged, rejectionsChanged) = state.withLock { s in
@@ -557,11 +558,6 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 return changed
             }
             reportEnrolment(plan, failuresChanged: failuresChanged, rejectionsChanged: rejectionsChanged)
-            // After the kernel's ack (cut earlier, a connection would re-open under the old rules),
-            // and only when something changed: a flow closed, a container left or changed service.
-            if plan.hasChanges, let connections {
-                revokeConnections(connections, policies: policies, inventory: inventory)
-            }
             let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
             metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
@@ -603,6 +599,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 "membership_changes": "\(plan.membership.count)",
                 "duration_ms": "\(String(format: "%.2f", seconds * 1000))",
             ])
+            // After the kernel's ack (cut earlier, a connection would re-open under the old rules)
+            // and outside the measured commit, only when something changed: a flow closed, a
+            // container left or changed service.
+            if plan.hasChanges, let connections {
+                revokeConnections(connections, evaluator: evaluator)
+            }
             return true
         } catch {
             state.withLock { $0.lastApplied = nil; $0.lastAppliedBridge = nil }  // read the kernel next time
@@ -624,8 +626,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     /// Cuts the established connections the new rules deny. A failure never undoes the commit:
     /// it is logged with what to do and counted.
-    func revokeConnections(_ connections: any ConnectionTracking, policies: PolicySet, inventory: Inventory) {
-        let report = Revocation.revoke(connections, evaluator: Evaluator(policies: policies, inventory: inventory))
+    func revokeConnections(_ connections: any ConnectionTracking, evaluator: Evaluator) {
+        let report = Revocation.revoke(connections, evaluator: evaluator)
         metrics.increment("bulkhead_connections_revoked_total", by: Double(report.cut.count))
         if !report.cut.isEmpty {
             logger.info("cut connections the policies now deny", metadata: [
