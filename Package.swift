@@ -43,14 +43,17 @@ let package = Package(
         // Connection tracking as a model, a protocol and a fake; the netlink side is in BulkheadNetfilter.
         .target(name: "BulkheadConntrack", dependencies: ["BulkheadInventory"]),
         .target(name: "BulkheadCompiler", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadLayout"]),
+        // Container sources behind one protocol (`ContainerSource`, `SourceEvent`), the endpoint
+        // index, and the watched inventory file; Docker implements the protocol in BulkheadDocker.
+        .target(name: "BulkheadSource", dependencies: ["BulkheadInventory"]),
         .target(name: "BulkheadDocker", dependencies: [
-            "BulkheadInventory", "BulkheadEscaping",
+            "BulkheadInventory", "BulkheadEscaping", "BulkheadSource",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .target(name: "BulkheadEngine", dependencies: ["BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadLayout", "BulkheadConntrack"]),
         .target(name: "BulkheadAgent", dependencies: [
-            "BulkheadEngine", "BulkheadDocker", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
+            "BulkheadEngine", "BulkheadDocker", "BulkheadSource", "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset",
             "BulkheadEscaping", "BulkheadLayout", "BulkheadConntrack",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -66,7 +69,7 @@ let package = Package(
             name: "bulkhead",
             dependencies: [
                 "BulkheadPolicy", "BulkheadInventory", "BulkheadYAML", "BulkheadCompiler", "BulkheadEngine",
-                "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadAgent", "BulkheadEscaping",
+                "BulkheadRuleset", "BulkheadNetfilter", "BulkheadLab", "BulkheadDocker", "BulkheadSource", "BulkheadAgent", "BulkheadEscaping",
                 "BulkheadConntrack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -79,14 +82,14 @@ let package = Package(
         // Benchmarks driven by scripts/bench.sh; never run as a test.
         .executableTarget(name: "bulkhead-bench", dependencies: [
             "BulkheadRuleset", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy",
-            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker", "BulkheadLayout",
+            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker", "BulkheadLayout", "BulkheadSource",
         ]),
 
         // libFuzzer targets (scripts/fuzz.sh builds them with -sanitize=fuzzer,address -DFUZZING);
         // the ordinary build compiles the same targets into a replayer, so they never rot.
         .executableTarget(name: "bulkhead-fuzz", dependencies: [
             "BulkheadPolicy", "BulkheadInventory", "BulkheadCompiler", "BulkheadRuleset", "BulkheadNetfilter",
-            "BulkheadDocker", "BulkheadAgent", "BulkheadLayout",
+            "BulkheadDocker", "BulkheadSource", "BulkheadAgent", "BulkheadLayout",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -103,14 +106,15 @@ let package = Package(
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadConntrack", "BulkheadLab", "BulkheadInventory"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadEngine"]),
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadConntrack", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadInventory", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadConntrack", "BulkheadEscaping", "BulkheadDocker", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadSource", "BulkheadInventory", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadSourceTests", dependencies: ["BulkheadSource", "BulkheadInventory"]),
+        .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadConntrack", "BulkheadEscaping", "BulkheadDocker", "BulkheadSource", "BulkheadLab", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadLayout", "BulkheadConntrack",
         ]),
         .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
-            "BulkheadAgent", "BulkheadDocker", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab", "BulkheadLayout",
+            "BulkheadAgent", "BulkheadDocker", "BulkheadSource", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab", "BulkheadLayout",
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
         ]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),

@@ -1,12 +1,12 @@
 import BulkheadCompiler
 import BulkheadConntrack
-import BulkheadDocker
 import BulkheadEngine
 import BulkheadEscaping
 import BulkheadInventory
 import BulkheadLayout
 import BulkheadPolicy
 import BulkheadRuleset
+import BulkheadSource
 import BulkheadYAML
 import Foundation
 import Logging
@@ -47,9 +47,12 @@ public struct AgentConfiguration: Sendable {
 }
 
 /// The host agent: keeps the kernel's `inet bulkhead` table equal to what the policies say about
-/// the containers Docker runs, within milliseconds of each change.
+/// the containers a source (Docker, an inventory file) reports, within milliseconds of each change.
 ///
-/// - It reconciles on Docker events, on policy file changes, when the ruleset generation moves
+/// - It keeps an endpoint index (container → labels, addresses) from one full snapshot at
+///   start-up, after a gap in the event stream and on each resync, and updates it per event by
+///   reading the one container the event names.
+/// - It reconciles on source events, on policy file changes, when the ruleset generation moves
 ///   without it, and periodically; reasons that arrive during a reconcile coalesce.
 /// - An invalid policy edit is reported with the same diagnostics as `validate`; the last good
 ///   policies stay enforced.
@@ -66,8 +69,11 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     let source: any ContainerSource
     let logger: Logger
     let triggers = TriggerBox()
-    /// Woken when a list leaves some container's bridge port unfound (`bindPendingPorts`).
+    /// Woken when a read leaves some container's bridge port unfound (`bindPendingPorts`).
     let portTriggers = TriggerBox()
+    /// Requests to the source follower: `.resync` takes a full snapshot; `.docker` reads again the
+    /// containers whose ports are pending.
+    let sourceRequests = TriggerBox()
     let planner: Planner
     private let state = Mutex(State())
     /// Called with the bound HTTP port once listening (tests use port 0).
@@ -80,18 +86,18 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var policySignature: [String] = []
         /// Why the policies on disk are not the ones enforced (reload failed, refused or stalled).
         var policyProblem: String?
-        var inventory: Inventory?
-        /// Counts what may have changed Docker's state (events, stream gaps, resyncs); the list
-        /// is fresh while `listedChanges` equals it. A count, not a flag: an event that arrives
-        /// while a list is on its way leaves it stale, and clearing a flag at the list's answer
-        /// would lose that event.
-        var changes: UInt64 = 1
-        var listedChanges: UInt64 = 0
-        /// Containers whose latest event is `die` or `destroy`. Docker's list lags its events: a
-        /// re-list right after `die` can still show the container running with its addresses,
-        /// and when no event follows, those addresses would stay members of its services.
+        /// Every endpoint the source reported, per container: nil until the first snapshot.
+        var index: EndpointIndex?
+        var inventory: Inventory? { index?.inventory }
+        /// Containers whose latest event removed them (Docker: `die`, `destroy`). Docker's list
+        /// lags its events: a resync's list right after `die` can still show the container running
+        /// with its addresses, and when no event follows, those addresses would stay members of
+        /// its services. Cleared by a list after a gap (earlier events say nothing then).
         var departed: Set<String> = []
+        /// Whether the source answers (Docker reachable, the inventory file valid).
         var dockerUp = false
+        /// What `/readyz` says while it does not.
+        var sourceOutage: String?
         var lastApplied: Table?
         /// `bridge bulkhead` as we last wrote it (nil with `lastApplied`).
         var lastAppliedBridge: Table?
@@ -105,8 +111,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var failures: [Compiler.IdentityFailure] = []
         /// Addresses the last inventory gave containers that are not enrolled (logged on change).
         var rejectedAddresses: [RejectedAddress] = []
-        /// The last list has a container on a bridged network whose port was not found yet.
-        var portsPending = false
+        /// Containers on a bridged network whose port was not found yet (read again soon).
+        var pendingPorts: Set<String> = []
     }
 
     public init(configuration: AgentConfiguration, backend: any NetfilterBackend, source: any ContainerSource,
@@ -149,7 +155,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             try await cancelWhenGracefulShutdown {
                 try await withThrowingDiscardingTaskGroup { group in
                     group.addTask { try await self.serveHTTP() }
-                    group.addTask { await self.followDocker() }
+                    group.addTask { await self.followSource() }
                     group.addTask { await self.watchPolicies() }
                     group.addTask { await self.watchGeneration() }
                     group.addTask { await self.periodicResync() }
@@ -192,7 +198,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         state.withLock { s in
             if let problem = s.policyProblem { return "not ready: \(problem)" }
             if s.policies == nil { return "not ready: no valid policies loaded" }
-            if !s.dockerUp { return "not ready: Docker is unreachable (the last rules stay enforced)" }
+            if !s.dockerUp { return "not ready: \(s.sourceOutage ?? source.outageDescription(nil))" }
             if !s.reconciledOnce { return "not ready: first reconcile has not succeeded yet" }
             if let f = s.failures.first {
                 return "not ready: \(s.failures.count) identit\(s.failures.count == 1 ? "y" : "ies") cannot be programmed (the rest is enforced); first: \(f)"
@@ -201,73 +207,156 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
     }
 
-    /// Follows Docker: subscribe to events, list, then count a change on every event.
-    /// Any gap (stream error) re-lists after a backoff; the rules are never touched meanwhile.
-    func followDocker() async {
+    /// What reaches the source follower: an event, the end of the event stream, or a request.
+    enum FollowerInput: Sendable {
+        case event(SourceEvent)
+        case ended((any Error)?)
+        case request(Set<ReconcileReason>)
+    }
+
+    /// Follows the source: subscribe to events, take a full snapshot into the endpoint index, then
+    /// per event read the one container it names and update the index. A gap (the stream ends or
+    /// a read fails) marks the source down, and after a backoff starts over with a new
+    /// subscription and a full snapshot; the rules are never touched meanwhile. All reads of the
+    /// source happen here, one at a time, so a snapshot's answer can never overwrite a newer
+    /// per-event read.
+    func followSource() async {
         var backoff = configuration.minimumBackoff
+        var afterGap = false
         while !Task.isCancelled {
-            let since = Date()
-            let events = source.events(since: since.addingTimeInterval(-1))
             do {
-                let mark = state.withLock { $0.changes }
-                let inventory = try await listInventory()
-                let wasDown = state.withLock { s in
-                    let was = !s.dockerUp
-                    // A reconcile's list asked later may have answered first: keep the newer one.
-                    guard mark >= s.listedChanges else { s.dockerUp = true; return was }
-                    s.inventory = inventory
-                    s.portsPending = Self.hasPendingPorts(inventory)
-                    if s.portsPending { portTriggers.signal(.docker) }
-                    s.listedChanges = mark
-                    s.departed = []  // a full list after a gap: earlier events say nothing now
-                    s.dockerUp = true
-                    return was
-                }
-                metrics.set("bulkhead_docker_up", 1)
-                if wasDown { logger.info("docker reachable", metadata: ["containers": "\(inventory.containers.count)"]) }
-                backoff = configuration.minimumBackoff
-                triggers.signal(wasDown ? .reachable : .docker)
-                for try await event in events {
-                    logger.debug("docker event", metadata: ["event": "\(event)"])
-                    state.withLock { s in
-                        s.changes &+= 1
-                        switch event.action {
-                        case .die, .destroy: s.departed.insert(event.containerID)
-                        case .create, .start: s.departed.remove(event.containerID)
-                        case .connect, .disconnect: break
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    let (inbox, feed) = AsyncStream<FollowerInput>.makeStream()
+                    let events = source.events()
+                    group.addTask {
+                        do {
+                            for try await event in events { feed.yield(.event(event)) }
+                            feed.yield(.ended(nil))
+                        } catch {
+                            feed.yield(.ended(error))
                         }
                     }
-                    triggers.signal(.docker)
+                    group.addTask { [sourceRequests] in
+                        while true {
+                            let reasons = await sourceRequests.next()
+                            if reasons.isEmpty { return }  // cancelled
+                            feed.yield(.request(reasons))
+                        }
+                    }
+                    // This snapshot serves whatever was asked for before it.
+                    let asked = sourceRequests.take()
+                    try await takeSnapshot(reason: asked.contains(.resync) ? .resync : .docker, afterGap: afterGap)
+                    afterGap = true
+                    backoff = configuration.minimumBackoff
+                    for await input in inbox {
+                        switch input {
+                        case .event(let event):
+                            try await handle(event)
+                        case .ended(let error):
+                            throw error ?? SourceGap.streamEnded
+                        case .request(let reasons):
+                            if reasons.contains(.resync) {
+                                try await takeSnapshot(reason: .resync, afterGap: false)
+                            } else {
+                                try await readPendingPorts()
+                            }
+                        }
+                    }
+                    throw CancellationError()
                 }
-                if Task.isCancelled { return }
-                throw DockerGap.streamEnded
             } catch {
                 if Task.isCancelled { return }
-                // Events in the gap are lost: whatever lists next must not trust the last list.
+                // Events in the gap are lost: the next snapshot starts over.
+                let outage = source.outageDescription(error)
                 state.withLock { s in
                     s.dockerUp = false
-                    s.changes &+= 1
+                    s.sourceOutage = outage
                 }
                 metrics.set("bulkhead_docker_up", 0)
-                logger.warning("docker unreachable; keeping the last rules, retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                metrics.increment("bulkhead_source_gaps_total")
+                logger.warning("container source unusable; keeping the last rules, retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, configuration.maximumBackoff)
             }
         }
     }
 
-    /// Lists containers. A dockerd that is slow is not a dockerd that is gone (under a burst of
-    /// starts, dockerd 20.10 took over 10 s to answer a list): when an attempt has not answered
-    /// within `listHedgeInterval`, readiness says so and another attempt starts beside it (at most
-    /// `maximumConcurrentLists` at once); the first answer wins. So the agent converges as soon as
-    /// Docker answers any of them — the old request once dockerd gets to it, or a new one on a
-    /// fresh connection when the old one hangs. Throws when every attempt failed.
-    func listInventory() async throws -> Inventory {
-        enum Step: Sendable { case answer(Result<Inventory, Error>), tick }
-        let source = self.source, interval = configuration.listHedgeInterval
+    /// A full snapshot replaces the index: at start-up, after a gap, on resync.
+    func takeSnapshot(reason: ReconcileReason, afterGap: Bool) async throws {
+        metrics.increment("bulkhead_source_reads_total", labels: ["kind": "snapshot"])
+        let source = self.source
+        var inventory = try await hedged("list") { try await source.snapshot() }
+        let (wasDown, pending) = state.withLock { s in
+            if afterGap {
+                s.departed = []
+            } else {
+                // Trust the events over a list that has not caught up with them yet; forget the
+                // ones the list no longer shows.
+                s.departed.formIntersection(inventory.containers.map(EndpointIndex.key(of:)))
+                inventory.containers.removeAll { s.departed.contains(EndpointIndex.key(of: $0)) }
+            }
+            s.index = EndpointIndex(inventory)
+            s.pendingPorts = Self.pendingPorts(inventory)
+            defer { s.dockerUp = true; s.sourceOutage = nil }
+            return (!s.dockerUp, !s.pendingPorts.isEmpty)
+        }
+        if pending { portTriggers.signal(.docker) }
+        metrics.set("bulkhead_docker_up", 1)
+        if wasDown { logger.info("container source answers", metadata: ["containers": "\(inventory.containers.count)"]) }
+        triggers.signal(wasDown ? .reachable : reason)
+    }
+
+    /// One event: read the container it names (one read; a removal needs none) and update the
+    /// index. A `.resynced` event, or a container on a network the index does not know, takes a
+    /// full snapshot instead.
+    func handle(_ event: SourceEvent) async throws {
+        logger.debug("source event", metadata: ["event": "\(event)"])
+        guard let key = event.containerID, event.kind != .resynced else {
+            try await takeSnapshot(reason: .docker, afterGap: true)
+            return
+        }
+        let container: Container?
+        if event.kind == .removed {
+            // Not read back: Docker's view lags its `die` and would still show it running.
+            container = nil
+        } else {
+            metrics.increment("bulkhead_source_reads_total", labels: ["kind": "inspect"])
+            let source = self.source
+            container = try await hedged("read of \(event.containerName ?? key)") { try await source.inspect(id: key) }
+            if let container, !(state.withLock { $0.index?.knowsNetworks(of: container) } ?? true) {
+                logger.info("container on a network the last snapshot did not list; taking a new one", metadata: ["container": "\(container.name)"])
+                try await takeSnapshot(reason: .docker, afterGap: false)
+                return
+            }
+        }
+        let changed = state.withLock { s -> Bool in
+            if container == nil { s.departed.insert(key) } else { s.departed.remove(key) }
+            s.pendingPorts.remove(key)
+            if let container, Self.hasPendingPorts(container, s.index?.networks ?? []) { s.pendingPorts.insert(key) }
+            return s.index?.update(key, to: container) ?? false
+        }
+        if state.withLock({ !$0.pendingPorts.isEmpty }) { portTriggers.signal(.docker) }
+        if changed { triggers.signal(.docker) }
+    }
+
+    /// Reads again each container whose bridge port was not found yet.
+    func readPendingPorts() async throws {
+        let keys = state.withLock { $0.pendingPorts.sorted() }
+        for key in keys { try await handle(SourceEvent(.changed, containerID: key)) }
+    }
+
+    /// Runs one read of the source. A source that is slow is not a source that is gone (under a
+    /// burst of starts, dockerd 20.10 took over 10 s to answer a list): when an attempt has not
+    /// answered within `listHedgeInterval`, readiness says so and another attempt starts beside it
+    /// (at most `maximumConcurrentLists` at once); the first answer wins. So the agent converges
+    /// as soon as the source answers any of them — the old request once dockerd gets to it, or a
+    /// new one on a fresh connection when the old one hangs. Throws when every attempt failed.
+    func hedged<T: Sendable>(_ what: String, _ read: @escaping @Sendable () async throws -> T) async throws -> T {
+        let interval = configuration.listHedgeInterval
+        typealias Step = HedgeStep<T>
         return try await withThrowingTaskGroup(of: Step.self) { group in
             let attempt: @Sendable () async -> Step = {
-                do { return .answer(.success(try await source.inventory())) } catch { return .answer(.failure(error)) }
+                do { return .answer(.success(try await read())) } catch { return .answer(.failure(error)) }
             }
             let tick: @Sendable () async -> Step = {
                 try? await Task.sleep(for: interval)
@@ -278,9 +367,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             var running = 1, waited = 0
             while let step = try await group.next() {
                 switch step {
-                case .answer(.success(let inventory)):
+                case .answer(.success(let value)):
                     group.cancelAll()
-                    return inventory
+                    return value
                 case .answer(.failure(let error)):
                     running -= 1
                     if running == 0 || Task.isCancelled {
@@ -290,11 +379,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 case .tick:
                     if Task.isCancelled { group.cancelAll(); throw CancellationError() }
                     waited += 1
-                    let wasUp = state.withLock { s in defer { s.dockerUp = false }; return s.dockerUp }
+                    let outage = source.outageDescription(nil)
+                    let wasUp = state.withLock { s in
+                        defer { s.dockerUp = false; s.sourceOutage = outage }
+                        return s.dockerUp
+                    }
                     metrics.set("bulkhead_docker_up", 0)
                     if wasUp || waited == 1 {
-                        logger.warning("docker has not answered the container list yet; keeping the last rules, asking again beside it",
-                                       metadata: ["waited": "\(interval * waited)", "attempts": "\(running)"])
+                        logger.warning("the container source has not answered yet; keeping the last rules, asking again beside it",
+                                       metadata: ["request": "\(what)", "waited": "\(interval * waited)", "attempts": "\(running)"])
                     }
                     if running < configuration.maximumConcurrentLists {
                         running += 1
@@ -307,7 +400,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         }
     }
 
-    enum DockerGap: Error { case streamEnded }
+    enum SourceGap: Error { case streamEnded }
+
+    /// One step of a hedged read: an attempt's answer, or the hedge interval passing.
+    enum HedgeStep<T: Sendable>: Sendable { case answer(Result<T, Error>), tick }
 
     /// Reloads policies when their files change. Each reload runs on a thread of its own
     /// (`BlockingJob`): one overdue by `policyReloadTimeout` is reported as stalled and no other
@@ -395,10 +491,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     /// A container's veth can join its bridge a moment after Docker reports the container, and no
     /// Docker event follows (seen: the last of 20 `docker run`s stayed unbound, so its frames were
-    /// dropped until the next resync). While the last list has such a container, list again soon:
-    /// 50 ms, doubling to at most 10 s (a port that cannot be found at all — a bridge in another
-    /// namespace than `--netns` — must not cost a full list every second), until every port is
-    /// found. Idle, it waits for a signal.
+    /// dropped until the next resync). While some container's port is pending, read those
+    /// containers again soon: 50 ms, doubling to at most 10 s (a port that cannot be found at all —
+    /// a bridge in another namespace than `--netns` — must not cost a read every second), until
+    /// every port is found. Idle, it waits for a signal.
     func bindPendingPorts() async {
         while !Task.isCancelled {
             if await portTriggers.next().isEmpty { return }  // cancelled
@@ -406,32 +502,30 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: delay)
                 if Task.isCancelled { return }
-                let pending = state.withLock { s in
-                    guard s.portsPending else { return false }
-                    s.changes &+= 1
-                    return true
-                }
-                guard pending else { break }
-                triggers.signal(.docker)
+                guard state.withLock({ !$0.pendingPorts.isEmpty }) else { break }
+                sourceRequests.signal(.docker)
                 delay = min(delay * 2, .seconds(10))
             }
         }
     }
 
-    /// Whether some attachment to a bridged network has a MAC but no port yet.
-    static func hasPendingPorts(_ inventory: Inventory) -> Bool {
-        let bridged = Set(inventory.networks.filter { $0.bridge != nil }.map(\.name))
-        guard !bridged.isEmpty else { return false }
-        return inventory.containers.contains { c in
-            c.networks.contains { bridged.contains($0.key) && $0.value.mac != nil && $0.value.port == nil }
-        }
+    /// The keys of containers with an attachment to a bridged network that has a MAC but no port yet.
+    static func pendingPorts(_ inventory: Inventory) -> Set<String> {
+        Set(inventory.containers.filter { hasPendingPorts($0, inventory.networks) }.map(EndpointIndex.key(of:)))
+    }
+
+    static func hasPendingPorts(_ c: Container, _ networks: [Network]) -> Bool {
+        let bridged = Set(networks.filter { $0.bridge != nil }.map(\.name))
+        return c.networks.contains { bridged.contains($0.key) && $0.value.mac != nil && $0.value.port == nil }
     }
 
     func periodicResync() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.resyncInterval)
             if Task.isCancelled { return }
-            triggers.signal(.resync)
+            // A full snapshot first (an event stream may have gone quiet without ending); the
+            // follower then asks for the reconcile that compares with the kernel.
+            sourceRequests.signal(.resync)
         }
     }
 
@@ -460,42 +554,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         let started = clock.now
         let reasonText = reasons.map(\.rawValue).sorted().joined(separator: ",")
 
-        // Re-list when Docker said something changed (or may have: a resync re-lists too, in case
-        // an event stream went quiet without ending); never fall back to an empty list. Whether
-        // Docker was reachable last time does not matter: asking is how we find out it is again.
-        let mark: UInt64? = state.withLock { s in
-            if reasons.contains(.resync) { s.changes &+= 1 }
-            return s.changes != s.listedChanges ? s.changes : nil
-        }
-        if let mark {
-            do {
-                var inventory = try await listInventory()
-                let wasDown = state.withLock { s in
-                    defer { s.dockerUp = true }
-                    // A list asked later (by the event follower) may have answered first: keep it.
-                    guard mark >= s.listedChanges else { return !s.dockerUp }
-                    // Trust the events over a list that has not caught up with them yet; forget
-                    // the ones the list no longer shows.
-                    let listed = Set(inventory.containers.compactMap(\.id))
-                    s.departed.formIntersection(listed)
-                    inventory.containers.removeAll { $0.id.map(s.departed.contains) ?? false }
-                    s.inventory = inventory
-                    s.portsPending = Self.hasPendingPorts(inventory)
-                    if s.portsPending { portTriggers.signal(.docker) }
-                    s.listedChanges = mark  // events counted since the list was asked for re-list next time
-                    return !s.dockerUp
-                }
-                metrics.set("bulkhead_docker_up", 1)
-                if wasDown { logger.info("docker answers again", metadata: ["containers": "\(inventory.containers.count)"]) }
-                // A change counted while the list was on its way: make sure another reconcile follows.
-                if state.withLock({ $0.changes != $0.listedChanges }) { triggers.signal(.docker) }
-            } catch {
-                state.withLock { $0.dockerUp = false }
-                metrics.set("bulkhead_docker_up", 0)
-                logger.warning("cannot list containers; keeping the last rules", metadata: ["error": "\(error)"])
-                return false
-            }
-        }
+        // The endpoint index is kept by `followSource` (per event, or from a full snapshot at
+        // start-up, after a gap and on resync): a reconcile never reads the source itself.
         let (policies, inventory, cached, cachedBridge, lastGeneration) = state.withLock {
             ($0.policies, $0.inventory, $0.lastApplied, $0.lastAppliedBridge, $0.lastGeneration)
         }
@@ -695,7 +755,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_drift_repairs_total", type: "counter", "Times our table was found changed behind our back and repaired.")
         metrics.describe("bulkhead_table_repairs_total", type: "counter", "Times the table itself was repaired: replaced (it lacked the ownership flags) or its flags fixed (dormant).")
         metrics.describe("bulkhead_managed_containers", type: "gauge", "Containers that match some service.")
-        metrics.describe("bulkhead_docker_up", type: "gauge", "1 while the Docker API answers.")
+        metrics.describe("bulkhead_docker_up", type: "gauge", "1 while the container source answers (the Docker API, or a valid inventory file).")
+        metrics.describe("bulkhead_source_reads_total", type: "counter", "Reads of the container source: full snapshots (start-up, after a gap, resync) and per-event reads of one container.")
+        metrics.describe("bulkhead_source_gaps_total", type: "counter", "Times the source's event stream ended or a read failed (then a full snapshot follows).")
         metrics.describe("bulkhead_policy_errors", type: "gauge", "Errors in the policy files on disk (the last good policies stay enforced).")
         metrics.describe("bulkhead_policy_reloads_total", type: "counter", "Policy reloads by result (loaded, invalid, refused, stalled).")
         metrics.describe("bulkhead_http_connections", type: "gauge", "Open connections to the agent's HTTP port.")
@@ -708,6 +770,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_identity_failures", type: "gauge", "Identities that cannot be programmed; their containers are quarantined (all denied).")
         metrics.describe("bulkhead_rejected_addresses", type: "gauge", "Container addresses not enrolled: outside their network's subnets, the host's, or claimed twice.")
         metrics.set("bulkhead_docker_up", 0)
+        metrics.set("bulkhead_source_gaps_total", 0)
+        for kind in ["snapshot", "inspect"] { metrics.set("bulkhead_source_reads_total", 0, labels: ["kind": kind]) }
         metrics.set("bulkhead_policy_errors", 0)
         metrics.set("bulkhead_identity_failures", 0)
         metrics.set("bulkhead_rejected_addresses", 0)

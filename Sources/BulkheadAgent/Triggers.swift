@@ -4,7 +4,7 @@ import Synchronization
 public enum ReconcileReason: String, Sendable, Hashable, CaseIterable {
     /// Start-up.
     case startup
-    /// A Docker event, or Docker reachable again after a gap: re-list containers.
+    /// The endpoint index changed: a source event (one container read again) or a new snapshot.
     case docker
     /// The policy files changed (and loaded without errors).
     case policy
@@ -14,7 +14,7 @@ public enum ReconcileReason: String, Sendable, Hashable, CaseIterable {
     case generation
     /// The previous attempt failed.
     case retry
-    /// Docker answered again after a failure: re-list and reconcile now, not after the backoff.
+    /// The source answered again after a failure (a new snapshot is in): reconcile now, not after the backoff.
     case reachable
 }
 

@@ -19,6 +19,7 @@
 
 import AsyncHTTPClient
 import BulkheadInventory
+import BulkheadSource
 import Foundation
 import NIOHTTP1
 
@@ -123,6 +124,28 @@ public struct DockerClient: ContainerSource, Sendable {
         return nil
     }
 
+    /// One live container as `inventory()` would list it: the per-event read (`ContainerSource`).
+    /// Nil when the container is gone or no longer live (exited, dead).
+    ///
+    /// `GET /containers/json` filtered to this one id, not `GET /containers/{id}/json`: the inspect
+    /// waits for the container's lock, held until `start` completes — measured here, 515 ms after
+    /// the `connect` event, by which time the container's process runs — while the filtered list
+    /// answers at once from dockerd's view. At `connect` that view has no address yet, so the
+    /// addresses come from the inspect of the container's unaddressed networks, as in `inventory()`.
+    public func container(id: String) async throws(DockerClientError) -> Container? {
+        struct Filters: Encodable { var id: [String]; var status: [String] }
+        let filters = String(decoding: (try? JSONEncoder().encode(Filters(id: [id], status: ["created", "running", "paused", "restarting"]))) ?? Data(), as: UTF8.self)
+        // Docker matches ids by prefix: keep the exact one.
+        guard let listed = try await get("/containers/json", query: [("all", "1"), ("filters", filters)], as: [WireContainer].self)
+            .map(\.model).first(where: { $0.id == id }) else { return nil }
+        var endpoints: [String: [String: DockerContainer.Endpoint]] = [:]
+        for (name, endpoint) in listed.networks.sorted(by: { $0.key < $1.key }) where endpoint.ipv4 == nil && endpoint.ipv6 == nil {
+            // Docker takes a network's name where it takes its id.
+            endpoints[name] = try await self.endpoints(onNetwork: endpoint.networkID ?? name)
+        }
+        return DockerInventory.make(networks: [], containers: [listed], endpoints: endpoints).containers.first
+    }
+
     /// Networks and live containers as an `Inventory` (see `DockerInventory.make` for gateways).
     public func inventory() async throws(DockerClientError) -> Inventory {
         // Containers first: a network created in between then appears (empty) rather than a
@@ -144,11 +167,36 @@ public struct DockerClient: ContainerSource, Sendable {
     /// Follows `GET /events` (see the contract at the top of this file).
     ///
     /// - Parameter since: replay events from this time on (dockerd keeps only its last 256).
-    public func events(since: Date? = nil) -> AsyncThrowingStream<DockerEvent, Error> {
+    public func events(since: Date?) -> AsyncThrowingStream<DockerEvent, Error> {
         let reader = EventReader(client: self, since: since)
         // `unfolding` runs each step in the consumer's own task: no task of our own to leak, and
         // cancelling the consumer cancels the HTTP request.
         return AsyncThrowingStream(unfolding: { try await reader.next() })
+    }
+
+    /// The followed events as `SourceEvent`s (`ContainerSource`): replayed from a second before the
+    /// subscription (what a snapshot taken right after may already hold is read again, harmlessly).
+    public func events() -> AsyncThrowingStream<SourceEvent, Error> {
+        let docker = events(since: Date().addingTimeInterval(-1))
+        let iterator = SendableIterator(docker.makeAsyncIterator())
+        return AsyncThrowingStream(unfolding: { try await iterator.next().map(\.sourceEvent) })
+    }
+
+    /// `AsyncThrowingStream(unfolding:)` calls `next()` once at a time from its single consumer.
+    private final class SendableIterator: @unchecked Sendable {
+        var base: AsyncThrowingStream<DockerEvent, Error>.AsyncIterator
+        init(_ base: AsyncThrowingStream<DockerEvent, Error>.AsyncIterator) { self.base = base }
+        func next() async throws -> DockerEvent? { try await base.next() }
+    }
+
+    // MARK: ContainerSource
+
+    public func snapshot() async throws -> Inventory { try await inventory() }
+
+    public func inspect(id: String) async throws -> Container? { try await container(id: id) }
+
+    public func outageDescription(_ error: (any Error)?) -> String {
+        "Docker is unreachable (the last rules stay enforced)"
     }
 
     /// The query that asks dockerd for the followed events only.

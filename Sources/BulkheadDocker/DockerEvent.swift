@@ -1,7 +1,8 @@
+import BulkheadSource
 import Foundation
 
 /// One change Docker reports that can alter who has which address: the container and network
-/// events that `ContainerSource.events(since:)` follows.
+/// events that `DockerClient.events(since:)` follows.
 public struct DockerEvent: Sendable, Hashable, Codable, CustomStringConvertible {
     /// Docker's event `Type`.
     public enum Kind: String, Sendable, Hashable, Codable {
@@ -54,6 +55,22 @@ public struct DockerEvent: Sendable, Hashable, Codable, CustomStringConvertible 
         case .container: return "container \(action.rawValue) \(who)"
         case .network: return "network \(action.rawValue) \(who) \(action == .connect ? "to" : "from") \(networkName ?? networkID.map { String($0.prefix(12)) } ?? "?")"
         }
+    }
+}
+
+extension DockerEvent {
+    /// The neutral form: `create` adds, `start` changes, `die` and `destroy` remove (an exited
+    /// container holds no address), `connect`/`disconnect` name the network.
+    public var sourceEvent: SourceEvent {
+        let kind: SourceEvent.Kind
+        switch action {
+        case .create: kind = .added
+        case .start: kind = .changed
+        case .die, .destroy: kind = .removed
+        case .connect: kind = .connected(network: networkName ?? networkID ?? "?")
+        case .disconnect: kind = .disconnected(network: networkName ?? networkID ?? "?")
+        }
+        return SourceEvent(kind, containerID: containerID, containerName: containerName)
     }
 }
 

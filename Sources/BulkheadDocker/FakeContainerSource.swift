@@ -1,23 +1,26 @@
 import BulkheadInventory
+import BulkheadSource
 import Foundation
 import Synchronization
 
-/// An in-memory `ContainerSource` for tests of whatever consumes Docker (the agent).
+/// An in-memory `ContainerSource` standing in for Docker in tests of whatever consumes it (the agent).
 ///
 /// It keeps the `ContainerSource` contract: open event streams receive what `send` or `run` emit,
 /// in order; `disconnect` ends them with an error as a dockerd restart would; while `failure` is
-/// set, `inventory()` throws it and new event streams end with it at once. `run` and `remove`
+/// set, `snapshot()` and `inspect(id:)` throw it and new event streams end with it at once. It
+/// counts every call (`snapshotCalls`, `inspected`), so a test can require exactly one read of the
+/// container each event names and no full list. `run` and `remove`
 /// change the inventory and emit the events Docker emits for `docker run` / `docker rm -f`, in
 /// Docker's order, with the inventory already updated when `connect` is delivered.
 public final class FakeContainerSource: ContainerSource, Sendable {
     private struct State {
         var inventory: Inventory
         var failure: DockerClientError?
-        var streams: [Int: AsyncThrowingStream<DockerEvent, Error>.Continuation] = [:]
+        var streams: [Int: AsyncThrowingStream<SourceEvent, Error>.Continuation] = [:]
         var nextStream = 0
-        var inventoryCalls = 0
+        var snapshotCalls = 0
+        var inspected: [String] = []
         var subscriptions = 0
-        var clock: Int64 = 1_700_000_000_000_000_000
     }
 
     private let state: Mutex<State>
@@ -28,17 +31,29 @@ public final class FakeContainerSource: ContainerSource, Sendable {
 
     // MARK: ContainerSource
 
-    public func inventory() async throws -> Inventory {
+    public func snapshot() async throws -> Inventory {
         try state.withLock { s throws(DockerClientError) -> Inventory in
-            s.inventoryCalls += 1
+            s.snapshotCalls += 1
             if let failure = s.failure { throw failure }
             return s.inventory
         }
     }
 
-    /// `since` is ignored: the fake keeps no history, like a dockerd whose buffer has rolled over.
-    public func events(since: Date?) -> AsyncThrowingStream<DockerEvent, Error> {
-        let (stream, continuation) = AsyncThrowingStream<DockerEvent, Error>.makeStream()
+    public func inspect(id: String) async throws -> Container? {
+        try state.withLock { s throws(DockerClientError) -> Container? in
+            s.inspected.append(id)
+            if let failure = s.failure { throw failure }
+            return s.inventory.containers.first { EndpointIndex.key(of: $0) == id }
+        }
+    }
+
+    public func outageDescription(_ error: (any Error)?) -> String {
+        "Docker is unreachable (the last rules stay enforced)"
+    }
+
+    /// The fake keeps no history, like a dockerd whose buffer has rolled over.
+    public func events() -> AsyncThrowingStream<SourceEvent, Error> {
+        let (stream, continuation) = AsyncThrowingStream<SourceEvent, Error>.makeStream()
         state.withLock { s in
             s.subscriptions += 1
             if let failure = s.failure {
@@ -57,23 +72,25 @@ public final class FakeContainerSource: ContainerSource, Sendable {
 
     // MARK: Driving it
 
-    /// The inventory `inventory()` returns now.
+    /// The inventory `snapshot()` returns now.
     public var currentInventory: Inventory {
         get { state.withLock { $0.inventory } }
         set { state.withLock { $0.inventory = newValue } }
     }
 
-    /// How often `inventory()` was called (a re-list after a gap shows up here).
-    public var inventoryCalls: Int { state.withLock { $0.inventoryCalls } }
-    /// How often `events(since:)` was called (a reconnect shows up here).
+    /// How often `snapshot()` was called (a re-list after a gap shows up here).
+    public var snapshotCalls: Int { state.withLock { $0.snapshotCalls } }
+    /// The ids `inspect(id:)` was asked for, in order.
+    public var inspected: [String] { state.withLock { $0.inspected } }
+    /// How often `events()` was called (a reconnect shows up here).
     public var subscriptions: Int { state.withLock { $0.subscriptions } }
     /// Event streams currently open.
     public var openStreams: Int { state.withLock { $0.streams.count } }
 
-    /// Makes Docker unreachable (`inventory()` throws, new streams fail, open ones end) or, with
+    /// Makes Docker unreachable (`snapshot()` throws, new streams fail, open ones end) or, with
     /// nil, reachable again.
     public func setFailure(_ failure: DockerClientError?) {
-        let ended = state.withLock { s -> [AsyncThrowingStream<DockerEvent, Error>.Continuation] in
+        let ended = state.withLock { s -> [AsyncThrowingStream<SourceEvent, Error>.Continuation] in
             s.failure = failure
             guard failure != nil else { return [] }
             defer { s.streams.removeAll() }
@@ -84,7 +101,7 @@ public final class FakeContainerSource: ContainerSource, Sendable {
 
     /// Ends every open event stream with `error`, as when dockerd restarts.
     public func disconnect(with error: DockerClientError = .eventStreamEnded(path: "fake")) {
-        let ended = state.withLock { s -> [AsyncThrowingStream<DockerEvent, Error>.Continuation] in
+        let ended = state.withLock { s -> [AsyncThrowingStream<SourceEvent, Error>.Continuation] in
             defer { s.streams.removeAll() }
             return s.streams.keys.sorted().map { s.streams[$0]! }
         }
@@ -92,7 +109,7 @@ public final class FakeContainerSource: ContainerSource, Sendable {
     }
 
     /// Delivers `event` to every open stream.
-    public func send(_ event: DockerEvent) {
+    public func send(_ event: SourceEvent) {
         let open = state.withLock { s in s.streams.keys.sorted().map { s.streams[$0]! } }
         for c in open { c.yield(event) }
     }
@@ -106,14 +123,14 @@ public final class FakeContainerSource: ContainerSource, Sendable {
         var created = container
         created.networks = container.networks.mapValues { _ in Attachment() }
         update { $0.containers.removeAll { $0.name == container.name }; $0.containers.append(created) }
-        send(DockerEvent(action: .create, containerID: id, containerName: container.name, timeNano: tick()))
+        send(SourceEvent(.added, containerID: id, containerName: container.name))
         for name in container.networks.keys.sorted() {
             update { inv in
                 if let i = inv.containers.firstIndex(where: { $0.id == id }) { inv.containers[i].networks[name] = container.networks[name] }
             }
-            send(DockerEvent(action: .connect, containerID: id, containerName: container.name, networkID: Self.makeID(name), networkName: name, timeNano: tick()))
+            send(SourceEvent(.connected(network: name), containerID: id, containerName: container.name))
         }
-        send(DockerEvent(action: .start, containerID: id, containerName: container.name, timeNano: tick()))
+        send(SourceEvent(.changed, containerID: id, containerName: container.name))
     }
 
     /// Removes the container named `name` like `docker rm -f`: die, disconnect from each network,
@@ -121,23 +138,19 @@ public final class FakeContainerSource: ContainerSource, Sendable {
     public func remove(_ name: String) {
         guard let container = state.withLock({ s in s.inventory.containers.first { $0.name == name } }) else { return }
         let id = container.id ?? Self.makeID(name)
-        send(DockerEvent(action: .die, containerID: id, containerName: name, timeNano: tick()))
+        send(SourceEvent(.removed, containerID: id, containerName: name))
         for network in container.networks.keys.sorted() {
             update { inv in
                 if let i = inv.containers.firstIndex(where: { $0.name == name }) { inv.containers[i].networks[network] = nil }
             }
-            send(DockerEvent(action: .disconnect, containerID: id, containerName: name, networkID: Self.makeID(network), networkName: network, timeNano: tick()))
+            send(SourceEvent(.disconnected(network: network), containerID: id, containerName: name))
         }
         update { $0.containers.removeAll { $0.name == name } }
-        send(DockerEvent(action: .destroy, containerID: id, containerName: name, timeNano: tick()))
+        send(SourceEvent(.removed, containerID: id, containerName: name))
     }
 
     private func update(_ body: (inout Inventory) -> Void) {
         state.withLock { body(&$0.inventory) }
-    }
-
-    private func tick() -> Int64 {
-        state.withLock { s in s.clock += 1_000_000; return s.clock }
     }
 
     /// A stable 64-hex-digit id derived from a name (FNV-1a, repeated), so tests can predict it.

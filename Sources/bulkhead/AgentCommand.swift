@@ -2,6 +2,7 @@ import ArgumentParser
 import BulkheadAgent
 import BulkheadDocker
 import BulkheadNetfilter
+import BulkheadSource
 import Glibc
 import Logging
 import ServiceLifecycle
@@ -11,8 +12,8 @@ struct AgentCommand: AsyncParsableCommand {
         commandName: "agent",
         abstract: "Run the host agent: keep the kernel in step with the policies and Docker, repair drift, serve metrics.",
         discussion: """
-        Needs root (CAP_NET_ADMIN). Reconciles on Docker events, policy edits, foreign ruleset changes and every
-        --resync seconds. Logs to stderr, one line per reconcile. Serves /metrics, /healthz and /readyz.
+        Needs root (CAP_NET_ADMIN). Reconciles on container events (Docker's, or edits of the --inventory file),
+        policy edits, foreign ruleset changes and every --resync seconds. Logs to stderr, one line per reconcile. Serves /metrics, /healthz and /readyz.
         SIGTERM or SIGINT stops it gracefully; the rules stay in the kernel (`bulkhead uninstall` removes them).
         """
     )
@@ -20,8 +21,11 @@ struct AgentCommand: AsyncParsableCommand {
     @Option(name: .customLong("policies"), help: "Policy file or directory (repeatable).")
     var policyPaths: [String] = ["policies"]
 
-    @Option(help: "Docker Engine API socket (unix:///path).")
-    var docker: String = "unix://" + DockerEndpoint.defaultSocketPath
+    @Option(help: "Docker Engine API socket (unix:///path); the default source. Not with --inventory.")
+    var docker: String?
+
+    @Option(help: ArgumentHelp("Follow this inventory snapshot file instead of Docker (its edits are enforced as they are saved). Not with --docker.", valueName: "file"))
+    var inventory: String?
 
     @Option(help: "Address for /metrics, /healthz and /readyz.")
     var listen: String = "127.0.0.1:9641"
@@ -36,6 +40,9 @@ struct AgentCommand: AsyncParsableCommand {
     var netns: String?
 
     func validate() throws {
+        if docker != nil && inventory != nil {
+            throw ValidationError("--docker and --inventory are two container sources: give one of them")
+        }
         guard let colon = listen.lastIndex(of: ":"), Int(listen[listen.index(after: colon)...]) != nil else {
             throw ValidationError("--listen must be HOST:PORT, such as 127.0.0.1:9641")
         }
@@ -64,12 +71,16 @@ struct AgentCommand: AsyncParsableCommand {
         config.listenPort = Int(listen[listen.index(after: colon)...])!
         config.resyncInterval = .seconds(resync)
         let backend: NetlinkNetfilter
-        let client: DockerClient
+        let source: any ContainerSource
         do {
             backend = try NetlinkNetfilter(namespace: netns)
             _ = try backend.generation()
             for line in try BridgeNetfilter.ensureEnabled(namespace: netns) { logger.notice("\(line)") }
-            client = try DockerClient(endpoint: docker)
+            if let inventory {
+                source = InventoryFileSource(path: inventory)
+            } else {
+                source = try DockerClient(endpoint: docker ?? "unix://" + DockerEndpoint.defaultSocketPath)
+            }
         } catch {
             Inputs.printError("\(error)")
             throw ExitCode(ExitStatus.failure)
@@ -82,7 +93,7 @@ struct AgentCommand: AsyncParsableCommand {
         } catch {
             logger.error("cannot open connection tracking: established connections will outlive a deny until they end", metadata: ["error": "\(error)"])
         }
-        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(client, portFinder: NetlinkPortFinder(namespace: netns), logger: logger), logger: logger,
+        let agent = Agent(configuration: config, backend: backend, source: HostAwareSource(source, portFinder: NetlinkPortFinder(namespace: netns), logger: logger), logger: logger,
                           connections: connections)
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: agent)],

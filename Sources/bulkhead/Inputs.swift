@@ -81,7 +81,7 @@ enum Inputs {
         }
         // Root can read containers' namespaces: find their bridge ports (port binding) as the agent does.
         let source = HostAwareSource(client, portFinder: geteuid() == 0 ? NetlinkPortFinder() : nil)
-        let result = blocking { () async throws -> Inventory in try await source.inventory() }
+        let result = blocking { () async throws -> Inventory in try await source.snapshot() }
         switch result {
         case .success(let inventory):
             return inventory

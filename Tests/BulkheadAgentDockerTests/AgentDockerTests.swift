@@ -94,7 +94,7 @@ struct AgentAgainstDocker {
         #expect(orphan != nil, "the table stays when the agent stops")
         note("agent stopped; `nft list table inet bulkhead`: \(orphan == nil ? "absent" : "present, \(orphan!.split(separator: "\n").count) lines")")
         let gap = try await probeMatrix(from: [web, api, "\(network.tag)-worker-11"], network: network, policies: good,
-                                        inventory: try await HostAwareSource(DockerClient()).inventory())
+                                        inventory: try await HostAwareSource(DockerClient()).snapshot())
         note("with no agent running: \(gap)")
         #expect(gap.matches, "without an agent the last rules enforce: \(gap)")
 
@@ -306,7 +306,7 @@ struct AgentAgainstDocker {
 /// Probes from `sources` and expects every answer to equal the evaluator's.
 func expectMatrix(_ step: String, from sources: [String], _ network: TestNetwork, _ policies: PolicySet,
                   sourceLocation: SourceLocation = #_sourceLocation) async throws {
-    let inventory = try await HostAwareSource(DockerClient()).inventory()
+    let inventory = try await HostAwareSource(DockerClient()).snapshot()
     let outcome = try await probeMatrix(from: sources, network: network, policies: policies, inventory: inventory)
     note("\(step): \(outcome)")
     #expect(outcome.matches, "\(step): \(outcome)", sourceLocation: sourceLocation)

@@ -179,7 +179,7 @@ final class RunningAgent: Sendable {
 /// members per service and the same allowed flows (host-address sets aside: other suites' bridges
 /// come and go on this host).
 func inSync(_ backend: NetlinkNetfilter, _ policies: PolicySet) async throws -> Bool {
-    let inventory = try await HostAwareSource(DockerClient()).inventory()
+    let inventory = try await HostAwareSource(DockerClient()).snapshot()
     let plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
     return plan.live != nil && plan.membership.isEmpty && plan.opened.isEmpty && plan.closed.isEmpty
 }
@@ -189,7 +189,7 @@ func inSync(_ backend: NetlinkNetfilter, _ policies: PolicySet) async throws -> 
 func waitInSync(_ backend: NetlinkNetfilter, _ policies: PolicySet, _ what: String, seconds: Double = 15) async throws -> Duration {
     let clock = ContinuousClock(), start = clock.now
     guard try await eventually(seconds, every: .milliseconds(25), { try await inSync(backend, policies) }) else {
-        let inventory = try await HostAwareSource(DockerClient()).inventory()
+        let inventory = try await HostAwareSource(DockerClient()).snapshot()
         let plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
         throw TestSystem.Failure("\(what): the table did not converge within \(seconds) s: membership \(plan.membership), opened \(plan.opened.map(\.grant)), closed \(plan.closed.map(\.grant))")
     }

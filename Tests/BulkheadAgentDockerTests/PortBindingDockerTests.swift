@@ -62,7 +62,7 @@ struct PortBindingAgainstDocker {
 
         // The Docker source finds every container's host-side veth; the kernel agrees.
         let source = HostAwareSource(DockerClient(), portFinder: NetlinkPortFinder())
-        let inventory = try await source.inventory()
+        let inventory = try await source.snapshot()
         let bridge = try #require(inventory.network(named: network.name)?.bridge)
         var hosts: [String: (Host, ns: String, port: String)] = [:]
         for name in [web, api, db] {
@@ -141,7 +141,7 @@ extension AgentAgainstDocker.PortBindingAgainstDocker {
     /// The three are running containers of `network`.
     static func sendFrames(_ attacks: [String], from attacker: String, to victim: String, impersonating impersonated: String,
                            network: TestNetwork) async throws -> Seen {
-        let inventory = try await HostAwareSource(DockerClient(), portFinder: NetlinkPortFinder()).inventory()
+        let inventory = try await HostAwareSource(DockerClient(), portFinder: NetlinkPortFinder()).snapshot()
         func host(_ name: String) async throws -> (host: Host, ns: String) {
             let c = try #require(inventory.containers.first { $0.name == name }, "\(name) is not in Docker's inventory")
             let a = try #require(c.networks[network.name], "\(name) is not on \(network.name)")

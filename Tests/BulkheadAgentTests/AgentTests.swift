@@ -172,13 +172,13 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
             #expect(await eventually { !agent.isReady })
             // Not programmed from an empty list: the table is exactly as before, after the agent
             // has asked (and failed) twice more (10 s: a hang guard, not a delay).
-            let failedFrom = source.inventoryCalls
-            #expect(await eventually(10) { source.inventoryCalls >= failedFrom + 2 })
+            let failedFrom = source.snapshotCalls
+            #expect(await eventually(10) { source.snapshotCalls >= failedFrom + 2 })
             #expect(same(before, try backend.dump(table: Planner.tableID)))
             #expect(agent.metrics.value("bulkhead_docker_up") == 0)
-            let calls = source.inventoryCalls
+            let calls = source.snapshotCalls
             try await Task.sleep(for: .milliseconds(300))
-            #expect(source.inventoryCalls - calls < 20, "retries back off instead of spinning")
+            #expect(source.snapshotCalls - calls < 20, "retries back off instead of spinning")
             source.setFailure(nil)
             #expect(await eventually { agent.isReady })
         }
@@ -193,8 +193,8 @@ func same(_ a: Table?, _ b: Table?) -> Bool {
             // Waits for the event that matters, not for a guessed delay: the agent has asked
             // Docker for the container list 4 times (the first attempt and 3 retries after their
             // backoff), and every answer was a failure. 10 s is a hang guard.
-            let retried = await eventually(10) { source.inventoryCalls >= 4 }
-            #expect(retried, "the agent retried the container list: \(source.inventoryCalls) attempts")
+            let retried = await eventually(10) { source.snapshotCalls >= 4 }
+            #expect(retried, "the agent retried the container list: \(source.snapshotCalls) attempts")
             #expect(!agent.isReady)
             #expect(agent.readinessProblem() == "not ready: Docker is unreachable (the last rules stay enforced)")
             let reconciles = agent.metrics.value("bulkhead_reconciles_total", labels: ["result": "success"])

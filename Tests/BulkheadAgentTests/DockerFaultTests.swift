@@ -203,7 +203,7 @@ enum DockerFaults {
         /// True when the fake kernel holds what the policies say about what dockerd runs now
         /// (asked directly, not through the proxy).
         func inSync() async throws -> Bool {
-            let inventory = try await HostAwareSource(DockerClient()).inventory()
+            let inventory = try await HostAwareSource(DockerClient()).snapshot()
             let plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
             return plan.live != nil && plan.membership.isEmpty && plan.opened.isEmpty && plan.closed.isEmpty
                 && inventory.containers.contains { $0.name.hasPrefix(network.tag) }
@@ -212,7 +212,7 @@ enum DockerFaults {
         func waitForConvergence(_ what: String, within seconds: Double = 15, faultsOverAt: ContinuousClock.Instant? = nil) async throws {
             let clock = ContinuousClock(), start = clock.now
             guard try await waitUntil(seconds, { try await inSync() }) else {
-                let inventory = try await HostAwareSource(DockerClient()).inventory()
+                let inventory = try await HostAwareSource(DockerClient()).snapshot()
                 let plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
                 throw TestSystem.Failure("\(what): the agent did not converge within \(seconds) s (faults served: \(proxy.faultLog)): membership \(plan.membership), opened \(plan.opened.map(\.grant))")
             }

@@ -31,7 +31,7 @@ struct PortFindingTests {
             // a: found and on br-n; b: its veth is on another bridge; c: no namespace entry (unreadable).
             sandboxes: ["02:42:ac:14:00:02": "veth-a", "02:42:ac:14:00:03": "veth-b"])
         let source = HostAwareSource(FakeContainerSource(inventory: Self.inventory()), portFinder: finder)
-        let inventory = try await source.inventory()
+        let inventory = try await source.snapshot()
         let port = { (name: String) in inventory.containers.first { $0.name == name }?.networks["n"]?.port }
         #expect(port("a") == "veth-a")
         #expect(port("b") == nil, "a port of another bridge is never bound to this network")
@@ -42,13 +42,13 @@ struct PortFindingTests {
     @Test func withoutTheNamespaceDirectoryTheContainersNamespaceIsAsked() async throws {
         // FakeContainerSource knows no namespaces: every port of the bridge stays closed.
         let finder = FakePorts(bridges: ["br-n": ["veth-a"]], sandboxes: nil, byNamespace: [:])
-        let inventory = try await HostAwareSource(FakeContainerSource(inventory: Self.inventory()), portFinder: finder).inventory()
+        let inventory = try await HostAwareSource(FakeContainerSource(inventory: Self.inventory()), portFinder: finder).snapshot()
         #expect(inventory.containers.allSatisfy { $0.networks["n"]?.port == nil })
         #expect(inventory.networks.first?.unboundPorts == ["veth-a"])
     }
 
     @Test func withoutAFinderNothingChanges() async throws {
-        let inventory = try await HostAwareSource(FakeContainerSource(inventory: Self.inventory())).inventory()
+        let inventory = try await HostAwareSource(FakeContainerSource(inventory: Self.inventory())).snapshot()
         #expect(inventory.containers.allSatisfy { $0.networks["n"]?.port == nil })
         #expect(inventory.networks.first?.unboundPorts == nil)
     }

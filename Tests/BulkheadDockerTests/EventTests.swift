@@ -1,4 +1,5 @@
 import BulkheadInventory
+import BulkheadSource
 import Foundation
 import Testing
 @testable import BulkheadDocker
@@ -63,46 +64,61 @@ struct FakeContainerSourceTests {
 
     @Test func runAndRemoveEmitDockersOrderWithTheInventoryAlreadyUpdated() async throws {
         let source = FakeContainerSource(inventory: Inventory(networks: [Network(name: "shop_default", subnets: [IPNetwork("172.20.0.0/16")!])]))
-        let stream = source.events(since: nil)
+        let stream = source.events()
         source.run(Self.web)
-        #expect(try await source.inventory().containers.first?.networks["shop_default"]?.ipv4 == IPAddress("172.20.0.2"))
+        let id = FakeContainerSource.makeID("shop-web-1")
+        #expect(try await source.snapshot().containers.first?.networks["shop_default"]?.ipv4 == IPAddress("172.20.0.2"))
+        #expect(try await source.inspect(id: id)?.networks["shop_default"]?.ipv4 == IPAddress("172.20.0.2"))
         source.remove("shop-web-1")
-        #expect(try await source.inventory().containers.isEmpty)
+        #expect(try await source.snapshot().containers.isEmpty)
+        #expect(try await source.inspect(id: id) == nil)
         source.disconnect()
 
-        var actions: [DockerEvent.Action] = []
+        var kinds: [SourceEvent.Kind] = []
         var ending: Error?
         do {
             for try await event in stream {
                 #expect(event.containerName == "shop-web-1")
-                #expect(event.containerID == FakeContainerSource.makeID("shop-web-1"))
-                actions.append(event.action)
+                #expect(event.containerID == id)
+                kinds.append(event.kind)
             }
         } catch {
             ending = error
         }
-        #expect(actions == [.create, .connect, .start, .die, .disconnect, .destroy])
+        #expect(kinds == [.added, .connected(network: "shop_default"), .changed, .removed, .disconnected(network: "shop_default"), .removed])
         #expect(ending as? DockerClientError == .eventStreamEnded(path: "fake"))
         #expect(source.openStreams == 0)
         #expect(source.subscriptions == 1)
-        #expect(source.inventoryCalls == 2)
+        #expect(source.snapshotCalls == 2)
+        #expect(source.inspected == [id, id])
+    }
+
+    @Test func dockerActionsMapToNeutralEvents() {
+        func kind(_ action: DockerEvent.Action) -> SourceEvent.Kind {
+            DockerEvent(action: action, containerID: "c1", containerName: "web", networkID: "n1", networkName: "net", timeNano: 1).sourceEvent.kind
+        }
+        #expect([DockerEvent.Action.create, .start, .die, .destroy, .connect, .disconnect].map(kind)
+            == [.added, .changed, .removed, .removed, .connected(network: "net"), .disconnected(network: "net")])
+        #expect(DockerEvent(action: .start, containerID: "c1", containerName: "web", timeNano: 1).sourceEvent
+            == SourceEvent(.changed, containerID: "c1", containerName: "web"))
     }
 
     @Test func anUnreachableDockerFailsListingAndStreams() async throws {
         let source = FakeContainerSource()
-        let open = source.events(since: nil)
+        let open = source.events()
         source.setFailure(.socketMissing(path: "/var/run/docker.sock"))
-        await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { _ = try await source.inventory() }
+        await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { _ = try await source.snapshot() }
+        await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { _ = try await source.inspect(id: "x") }
         await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { for try await _ in open {} }
-        await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { for try await _ in source.events(since: nil) {} }
+        await #expect(throws: DockerClientError.socketMissing(path: "/var/run/docker.sock")) { for try await _ in source.events() {} }
         source.setFailure(nil)
-        #expect(try await source.inventory() == Inventory())
+        #expect(try await source.snapshot() == Inventory())
     }
 
     @Test func aDroppedConsumerClosesItsStream() async throws {
         let source = FakeContainerSource()
         do {
-            let stream = source.events(since: nil)
+            let stream = source.events()
             #expect(source.openStreams == 1)
             _ = stream
         }
