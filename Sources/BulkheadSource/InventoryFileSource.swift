@@ -165,7 +165,8 @@ public final class InventoryFileSource: ContainerSource, Sendable {
     /// The events that turn `old` into `new`: per container, or `.resynced` when the networks or
     /// the host changed (a container's attachments cannot be placed without them).
     public static func changes(from old: Inventory, to new: Inventory) -> [SourceEvent] {
-        guard old.networks == new.networks, old.hostAddresses == new.hostAddresses else { return [.resynced] }
+        func placeless(_ networks: [Network]) -> [Network] { networks.map { var n = $0; n.source = nil; return n } }
+        guard placeless(old.networks) == placeless(new.networks), old.hostAddresses == new.hostAddresses else { return [.resynced] }
         let before = Dictionary(old.containers.map { (EndpointIndex.key(of: $0), $0) }, uniquingKeysWith: { a, _ in a })
         let after = Dictionary(new.containers.map { (EndpointIndex.key(of: $0), $0) }, uniquingKeysWith: { a, _ in a })
         var events: [SourceEvent] = []

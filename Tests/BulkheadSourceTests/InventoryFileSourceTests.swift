@@ -193,6 +193,10 @@ func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async -> Bool {
         moved.source = FilePosition(file: "f", mark: .start)
         #expect(InventoryFileSource.changes(from: Inventory(networks: net, containers: [a]), to: Inventory(networks: net, containers: [moved])).isEmpty,
                 "a container only written on another line is the same endpoint")
+        var placed = net
+        placed[0].source = FilePosition(file: "f", mark: .start)
+        #expect(InventoryFileSource.changes(from: Inventory(networks: net), to: Inventory(networks: placed)).isEmpty,
+                "a network only written on another line is the same network")
         #expect(InventoryFileSource.changes(from: Inventory(networks: net), to: Inventory(networks: net, containers: [a]))
             == [SourceEvent(.added, containerID: "1", containerName: "a")])
         #expect(InventoryFileSource.changes(from: Inventory(networks: net), to: Inventory(networks: net, hostAddresses: [IPAddress("192.0.2.1")!]))
