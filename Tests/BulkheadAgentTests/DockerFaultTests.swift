@@ -19,8 +19,10 @@ import Testing
 /// asked again rather than kept what it had.
 @Suite(.serialized, .enabled(if: DockerFaults.enabled, "needs a reachable dockerd (with CI=true it runs, and fails instead)"))
 struct AgentThroughFaultyDocker {
-    /// A list that fails with 500 while the event stream is fine: the agent used to mark Docker
-    /// down and then wait for the event stream to break before it listed again — forever.
+    /// A list that fails with 500 while the event stream is fine (the per-event read of the new
+    /// container is the list filtered to its id, so it fails first): the agent used to mark Docker
+    /// down and then wait for the event stream to break before it listed again — forever. Now a
+    /// failed read is a gap: subscribe again, full list.
     @Test(.timeLimit(.minutes(2)))
     func listAnswering500WhileEventsFlow() async throws {
         try await DockerFaults.withRig { rig in
@@ -76,22 +78,45 @@ struct AgentThroughFaultyDocker {
     }
 
     /// The event stream is cut in the middle of the first event of a `docker run`: that event is
-    /// lost, so the agent must reconnect and re-list.
+    /// lost, so the agent must reconnect and take a full list (a gap is the one time per-event
+    /// reads cannot be trusted).
     @Test(.timeLimit(.minutes(2)))
     func eventStreamCutMidEvent() async throws {
         try await DockerFaults.withRig { rig in
             let streams = rig.proxy.requests("/events")
+            let snapshots = rig.agent.metrics.value("bulkhead_source_reads_total", labels: ["kind": "snapshot"]) ?? 0
+            let fullLists = rig.proxy.fullLists
             rig.proxy.cutEventStreamsAtNextEvent()
             try rig.network.run("api-2", service: "api")
             #expect(await waitUntil(20) { !rig.proxy.cutPending }, "the proxy cut the stream")
             try await rig.waitForConvergence("after the event stream was cut mid-event")
             #expect(rig.proxy.requests("/events") > streams, "the agent subscribed again")
+            #expect(rig.proxy.fullLists > fullLists, "the gap was followed by a full list")
+            #expect((rig.agent.metrics.value("bulkhead_source_reads_total", labels: ["kind": "snapshot"]) ?? 0) > snapshots)
+            #expect((rig.agent.metrics.value("bulkhead_source_gaps_total") ?? 0) >= 1)
         }
     }
 
-    /// Events that arrive while a list is on its way: the list's answer (held by the proxy until
-    /// both containers have started) predates them, so the agent must list again. It used to
-    /// clear its "dirty" flag when the stale answer came and never look again.
+    /// Without a fault, a `docker run` costs reads of that one container and no full list.
+    @Test(.timeLimit(.minutes(2)))
+    func withoutAFaultEventsCostNoFullList() async throws {
+        try await DockerFaults.withRig { rig in
+            let fullLists = rig.proxy.fullLists
+            let reads = rig.proxy.targets.count
+            try rig.network.run("api-2", service: "api")
+            try await rig.waitForConvergence("after a docker run")
+            let id = try TestSystem.check(["docker", "inspect", "--format", "{{.Id}}", "\(rig.network.tag)-api-2"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            let lists = rig.proxy.targets.dropFirst(reads).filter { $0.hasPrefix("/containers/json") }
+            #expect(rig.proxy.fullLists == fullLists, "no full list: \(lists)")
+            #expect(lists.contains { $0.contains(id) }, "the new container was read by its id: \(lists)")
+            #expect(rig.agent.metrics.value("bulkhead_source_gaps_total") == 0)
+        }
+    }
+
+    /// Events that arrive while a read is on its way: the answer (held by the proxy until both
+    /// containers have started) predates them, so the agent must read again for them. It used to
+    /// clear its "dirty" flag when the stale answer came and never look again; now every read
+    /// happens in the follower, one at a time, and the queued events each get their own.
     @Test(.timeLimit(.minutes(2)))
     func eventsDuringAPendingListAreNotLost() async throws {
         try await DockerFaults.withRig(requestTimeout: .seconds(60), hedge: .seconds(30)) { rig in
@@ -258,6 +283,11 @@ enum DockerFaults {
             try await body(rig)
         }
     }
+}
+
+extension FaultProxy {
+    /// Unfiltered-by-id container lists seen so far: the agent's full snapshots.
+    var fullLists: Int { targets.filter { $0.hasPrefix("/containers/json") && !$0.contains(#""id":"#) }.count }
 }
 
 private func note(_ line: String) { FileHandle.standardError.write(Data("[faults] \(line)\n".utf8)) }

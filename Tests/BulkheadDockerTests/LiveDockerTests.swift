@@ -1,4 +1,5 @@
 import BulkheadInventory
+import BulkheadSource
 import BulkheadTestSupport
 import Foundation
 import Testing
@@ -180,5 +181,53 @@ struct LiveDockerTests {
         await #expect(throws: DockerClientError.api(request: "GET /containers/\(missing)/json", status: 404, message: "No such container: \(missing)")) {
             _ = try await docker.get("/containers/\(missing)/json")
         }
+    }
+}
+
+/// The Docker source's per-event read against the real dockerd, counted by a proxy: each event
+/// costs one read of the container it names (the container list filtered to that one id), never
+/// the full list.
+@Suite(.enabled(if: DockerTests.enabled, "needs a reachable dockerd (or CI=true, where it must fail instead of skip)"))
+struct DockerSourceTests {
+    @Test(.timeLimit(.minutes(1)))
+    func oneEventIsOneReadOfThatContainer() async throws {
+        let scratch = try DockerScratch.make()
+        defer { scratch.remove() }
+        let proxy = try FaultProxy(upstream: "/var/run/docker.sock")
+        defer { proxy.stop() }
+        let source: any ContainerSource = DockerClient(endpoint: DockerEndpoint(socketPath: proxy.path))
+        let stream = source.events()
+        let read: [(SourceEvent, Container?)] = try await withThrowingTaskGroup(of: [(SourceEvent, Container?)]?.self) { group in
+            group.addTask {
+                var read: [(SourceEvent, Container?)] = []
+                for try await event in stream where event.containerName?.hasPrefix(scratch.tag) == true {
+                    guard event.kind != .removed, let id = event.containerID else { continue }
+                    read.append((event, try await source.inspect(id: id)))
+                    if event.kind == .changed { return read }  // start: the last event of `docker run`
+                }
+                return nil
+            }
+            group.addTask {
+                // Subscribed (through the proxy) before the container is run, then run it.
+                while proxy.eventStreams == 0 { try await Task.sleep(for: .milliseconds(10)) }
+                _ = try scratch.run("web")
+                try await Task.sleep(for: .seconds(30))  // a hang guard, not a delay: the reader returns first
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try #require(try await group.next() ?? nil)
+        }
+        let truth = try scratch.inspect("\(scratch.tag)-web-1")
+        #expect(read.map(\.0.kind) == [.added, .connected(network: scratch.network), .changed])
+        #expect(read.allSatisfy { $0.0.containerID == truth.id })
+        // From `connect` on, the read has the address (before `start`, from the network's endpoints).
+        for (event, container) in read.dropFirst() {
+            #expect(container?.networks[scratch.network]?.ipv4 == IPAddress(truth.ipv4), "\(event): \(String(describing: container))")
+            #expect(container?.labels["com.docker.compose.service"] == "web")
+        }
+        let lists = proxy.targets.filter { $0.hasPrefix("/containers/json") }
+        #expect(lists.count == 3, "one read per event: \(lists)")
+        #expect(lists.allSatisfy { $0.contains(#""id":[""# + truth.id + #""]"#) }, "each read names the event's container: \(lists)")
+        #expect(!proxy.targets.contains { $0.hasPrefix("/containers/\(truth.id)") }, "no container inspect (it waits for start): \(proxy.targets)")
     }
 }

@@ -51,6 +51,7 @@ public final class FaultProxy: @unchecked Sendable {
     private var released = 0
     private var stopped = false
     private var counts: [String: Int] = [:]
+    private var seenTargets: [String] = []
     private var faultsServed: [String] = []
     private var cleanAnswers: [(path: String, at: ContinuousClock.Instant)] = []
     private var openEventStreams = 0
@@ -87,6 +88,8 @@ public final class FaultProxy: @unchecked Sendable {
 
     /// Requests seen per path (without the query).
     public func requests(_ path: String) -> Int { lock.withLock { counts[path, default: 0] } }
+    /// Every request target (path and query, percent-decoded), in order.
+    public var targets: [String] { lock.withLock { seenTargets } }
     /// "GET /containers/json: HTTP 500", in the order the faults were served.
     public var faultLog: [String] { lock.withLock { faultsServed } }
     /// When the first answer to `path` without a fault was relayed after every injected fault had
@@ -154,6 +157,7 @@ public final class FaultProxy: @unchecked Sendable {
         let path = String(target.split(separator: "?", maxSplits: 1).first ?? "")
         let fault: Fault? = lock.withLock {
             counts[path, default: 0] += 1
+            seenTargets.append(target.removingPercentEncoding ?? target)
             guard let i = rules.firstIndex(where: { $0.remaining > 0 && path.hasPrefix($0.prefix) }) else { return nil }
             rules[i].remaining -= 1
             faultsServed.append("GET \(path): \(rules[i].fault)")
