@@ -662,10 +662,13 @@ func dockerReachable() -> Bool {
         let help = try cli(["agent", "--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("USAGE: bulkhead agent"), "\(help.stdout)")
+        #expect(help.stdout.contains("--inventory <file>"), "\(help.stdout)")
         for (args, message) in [(["--listen", "9641"], "--listen must be HOST:PORT, such as 127.0.0.1:9641"),
                                 (["--log-level", "loud"], "--log-level: unknown level 'loud'"),
                                 (["--resync", "0"], "--resync must be a positive number of seconds"),
-                                (["--no-such-flag"], "Unknown option '--no-such-flag'")] {
+                                (["--no-such-flag"], "Unknown option '--no-such-flag'"),
+                                (["--docker", "unix:///var/run/docker.sock", "--inventory", "/nonexistent/inventory.yaml"],
+                                 "--docker and --inventory are two container sources: give one of them")] {
             let r = try cli(["agent"] + args)
             #expect(r.status == 64, "\(args): \(r.stderr)")
             #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
