@@ -137,7 +137,7 @@ public final class FakeContainerSource: ContainerSource, Sendable {
     /// destroy (it leaves the inventory at destroy).
     public func remove(_ name: String) {
         guard let container = state.withLock({ s in s.inventory.containers.first { $0.name == name } }) else { return }
-        let id = container.id ?? Self.makeID(name)
+        let id = EndpointIndex.key(of: container)  // what `inspect(id:)` answers to
         send(SourceEvent(.removed, containerID: id, containerName: name))
         for network in container.networks.keys.sorted() {
             update { inv in

@@ -74,7 +74,7 @@ struct AgentProcessAgainstDocker {
         let health = try await LoopbackHTTP.get(port: port, path: "/healthz")
         #expect(health.status == 200 && health.body == "ok\n", "\(health)")
         // The retries are the event to wait on: the log says Docker is unreachable.
-        _ = try await agent.line("`docker unreachable` warning") { $0.contains("docker unreachable; keeping the last rules, retrying") }
+        _ = try await agent.line("`container source unusable` warning") { $0.contains("container source unusable; keeping the last rules, retrying") }
         _ = try await agent.line("`policies loaded` line") { $0.hasSuffix("[BulkheadAgent] policies loaded") }
         let ready = try await LoopbackHTTP.get(port: port, path: "/readyz")
         #expect(ready.status == 503, "\(ready)")
