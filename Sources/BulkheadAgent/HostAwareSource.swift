@@ -30,7 +30,8 @@ public struct HostAwareSource: ContainerSource {
 
     public func snapshot() async throws -> Inventory {
         var inventory = try await base.snapshot()
-        inventory.hostAddresses = LocalAddresses.read()
+        // Beside any the source names (an inventory file may list the host's addresses).
+        inventory.hostAddresses = Array(Set(inventory.hostAddresses).union(LocalAddresses.read())).sorted()
         bridges.set(Self.bridged(inventory))
         if let finder { try await bindPorts(&inventory, finder) }
         return inventory
