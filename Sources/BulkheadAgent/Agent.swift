@@ -30,8 +30,9 @@ public struct AgentConfiguration: Sendable {
     /// cap bounds how long the agent takes to notice that Docker answers again.
     public var minimumBackoff: Duration = .milliseconds(100)
     public var maximumBackoff: Duration = .milliseconds(500)
-    /// A container list that has not answered within this long is reported (readiness) and
-    /// another one starts beside it, up to `maximumConcurrentLists`; the first answer wins.
+    /// A read of the source (a full list, or one container for an event) that has not answered
+    /// within this long is reported (readiness) and another one starts beside it, up to
+    /// `maximumConcurrentLists`; the first answer wins.
     public var listHedgeInterval: Duration = .seconds(1)
     public var maximumConcurrentLists = 3
     /// Timeouts, size and connection limits of the HTTP port.
