@@ -115,7 +115,11 @@ func raiseFileLimit(to n: rlim_t) throws {
             let good = try dir.read("shop.yaml")
             try dir.write("shop.yaml", good.replacingOccurrences(of: "ports: [tcp/5432]", with: "ports: [tcp/5433]"))
             #expect(await eventually { inSync(backend, dir, inventory) })
-            #expect(agent.metrics.value("bulkhead_policy_reloads_total", labels: ["result": "loaded"]) == 2)
+            // The start-up load and at least one for the edit: under load the watcher may see one
+            // rename as two changes and load the same good files twice, which is harmless. What
+            // must not happen is a failed reload.
+            #expect((agent.metrics.value("bulkhead_policy_reloads_total", labels: ["result": "loaded"]) ?? 0) >= 2)
+            #expect((agent.metrics.value("bulkhead_policy_reloads_total", labels: ["result": "invalid"]) ?? 0) == 0)
             withExtendedLifetime(idle) {}
         }
     }
