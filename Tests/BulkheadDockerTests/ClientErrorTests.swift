@@ -11,16 +11,13 @@ struct ClientErrorTests {
     @Test func missingSocketSaysToStartDockerd() async throws {
         let path = UnixSocket.temporaryPath("missing")
         let docker = try DockerClient(endpoint: "unix://\(path)", requestTimeout: .seconds(30))
-        let clock = ContinuousClock()
-        let start = clock.now
         await #expect(throws: DockerClientError.socketMissing(path: path)) { try await docker.ping() }
         await #expect(throws: DockerClientError.socketMissing(path: path)) { _ = try await docker.inventory() }
         await #expect(throws: DockerClientError.socketMissing(path: path)) {
             for try await _ in docker.events(since: nil) {}
         }
-        // No connection retries until the 30 s request timeout: a missing daemon is reported at
-        // once (the bound is loose because the live tests load this 2-core machine meanwhile).
-        #expect(clock.now - start < .seconds(25))  // well under the 30 s request timeout: it did not wait for it
+        // No connection retries until the 30 s request timeout: had the client waited for it, the
+        // error would be `.timeout`, so the exact case above proves it without timing anything.
         #expect(DockerClientError.socketMissing(path: path).description
             == "cannot connect to Docker at \(path): no such socket — is dockerd running? (systemctl start docker)")
     }
@@ -46,13 +43,11 @@ struct ClientErrorTests {
         let fd = try UnixSocket.bind(path, listen: true)
         defer { close(fd); unlink(path) }
         let docker = DockerClient(endpoint: DockerEndpoint(socketPath: path), requestTimeout: .milliseconds(300))
-        let clock = ContinuousClock()
-        let start = clock.now
         await #expect(throws: DockerClientError.timeout(path: path, request: "GET /_ping", seconds: 0.3)) { try await docker.ping() }
         await #expect(throws: DockerClientError.timeout(path: path, request: "GET /events", seconds: 0.3)) {
             for try await _ in docker.events(since: nil) {}
         }
-        #expect(clock.now - start < .seconds(25))  // well under the 30 s request timeout: it did not wait for it
+        // The exact `.timeout(seconds: 0.3)` cases prove the request timeout applies; nothing is timed.
     }
 
     @Test func permissionDeniedSaysWhatToDo() {

@@ -122,17 +122,15 @@ import Testing
         }
     }
 
-    @Test func largeElementDiffIsFast() throws {
+    /// One element changed in 100,000 is two operations. Its speed is `scripts/bench.sh`'s to
+    /// measure; the time limit is only a hang guard (a quadratic diff would take minutes).
+    @Test(.timeLimit(.minutes(1))) func largeElementDiffIsTwoOperations() throws {
         func table(_ range: Range<UInt32>) -> Table {
             Table(family: .inet, name: "bulkhead", sets: [
                 NFTSet(name: "s", key: KeyType(.ipv4Addr), elements: range.map { SetElement(.ipv4(IPv4Address(0x0A00_0000 | $0))) }),
             ])
         }
-        let clock = ContinuousClock()
-        let elapsed = try clock.measure {
-            let tx = try Diff.between(desired: table(1..<100_001), live: table(0..<100_000))
-            #expect(tx.description == "delete element inet bulkhead s { 10.0.0.0 }\nadd element inet bulkhead s { 10.1.134.160 }\n")
-        }
-        #expect(elapsed < .seconds(10))
+        let tx = try Diff.between(desired: table(1..<100_001), live: table(0..<100_000))
+        #expect(tx.description == "delete element inet bulkhead s { 10.0.0.0 }\nadd element inet bulkhead s { 10.1.134.160 }\n")
     }
 }
