@@ -68,14 +68,21 @@ enum ElementEncoding {
                 throw NetfilterError.unsupported("element \(e) has \(e.key.count) key fields, set \(set.name) has \(fields.count)")
             }
             if !interval {
-                var key: [UInt8] = []
-                key.reserveCapacity(set.key.byteLength)
                 for (part, type) in zip(e.key, fields) {
                     guard case .value(let v) = part, !v.isWildcard else {
                         throw NetfilterError.unsupported("range \(part) in set \(set.name), which has no interval flag")
                     }
                     guard v.dataType == type else { throw NetfilterError.unsupported("\(v) is not a \(type) (set \(set.name))") }
-                    key += fieldBytes(v, padded: concat)
+                }
+                // One allocation per element: every field written in place at its (padded)
+                // offset, the padding left zero.
+                var key = [UInt8](repeating: 0, count: set.key.byteLength)
+                key.withUnsafeMutableBufferPointer { buf in
+                    var offset = 0
+                    for (part, type) in zip(e.key, fields) {
+                        part.low.writeBytes(to: buf.baseAddress! + offset)
+                        offset += concat ? (type.byteLength + 3) / 4 * 4 : type.byteLength
+                    }
                 }
                 out.append(KernelElement(key: key, keyEnd: nil, flags: 0, data: e.data))
             } else if concat {

@@ -31,6 +31,26 @@ public enum ElementOrder {
         return keyed.sorted { $0.0.lexicographicallyPrecedes($1.0) }.map(\.1)
     }
 
+    /// Length of `sortKey` for a key of `type`: the unpadded field lengths.
+    static func sortKeyLength(_ type: KeyType) -> Int {
+        type.fields.reduce(0) { $0 + $1.byteLength }
+    }
+
+    /// Writes `sortKey(key)` to `p` (room for `length` = `sortKeyLength` of the key's type)
+    /// without allocating; the key's parts must have their field types' lengths.
+    static func writeSortKey(_ key: [KeyPart], to p: UnsafeMutablePointer<UInt8>, length: Int) {
+        var offset = 0
+        for part in key {
+            let v = part.low
+            v.writeBytes(to: p + offset)
+            offset += v.dataType.byteLength
+        }
+        if key.count > 1 || !key[0].low.dataType.isBigEndian {
+            var bytes = UnsafeMutableBufferPointer(start: p, count: length)
+            bytes.reverse()
+        }
+    }
+
     /// Bytes whose lexicographic order is nft's order.
     static func sortKey(_ key: [KeyPart]) -> [UInt8] {
         if key.count == 1 {

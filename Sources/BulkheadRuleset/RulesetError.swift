@@ -32,6 +32,9 @@ public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConver
     case invalidRule(chain: String, rule: String, reason: String)
     case unsupported(String)
     case staleGeneration(expected: UInt32, actual: UInt32)
+    /// Element `index` (0-based) of a batch of `count` elements was refused for `error`: in a
+    /// batch of 100,000 the value alone does not say where to look.
+    case elementInBatch(index: Int, count: Int, error: RulesetError)
     /// Operation `index` (0-based) of a transaction failed; nothing was changed.
     case operationFailed(index: Int, operation: String, error: RulesetError)
     /// An error from the kernel that has no better mapping (errno and extended-ack text).
@@ -74,6 +77,7 @@ public indirect enum RulesetError: Error, Hashable, Sendable, CustomStringConver
         case .unsupported(let what): "unsupported: \(what)"
         case .staleGeneration(let e, let a):
             "the ruleset changed since it was read (generation \(a), expected \(e)); read it again and retry"
+        case .elementInBatch(let i, let n, let err): "element \(i + 1) of \(n): \(err)"
         case .operationFailed(let i, let op, let err): "operation \(i + 1) (\(op)) failed: \(err)"
         case .kernel(let errno, let message): "kernel error \(errno): \(message)"
         case .permissionDenied(let op):
@@ -95,6 +99,7 @@ extension RulesetError {
     /// The error an operation failure wraps, or the error itself.
     public var underlying: RulesetError {
         if case .operationFailed(_, _, let inner) = self { return inner.underlying }
+        if case .elementInBatch(_, _, let inner) = self { return inner.underlying }
         return self
     }
 

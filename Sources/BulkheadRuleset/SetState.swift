@@ -143,11 +143,15 @@ struct SetState: Sendable {
 
     // MARK: changes
 
+    /// True when the set holds no element.
+    var isEmpty: Bool { base.elements.isEmpty && addedLive == 0 }
+
     /// Adds elements whose keys are absent (checked by the caller).
     /// - Parameter sortedAndUnique: `els` are already in `ElementOrder` (an `NFTSet`'s elements).
-    mutating func insert(_ els: [SetElement], sortedAndUnique: Bool) {
+    /// - Parameter sorted: `els` in `ElementOrder`, when the caller has them (the bulk check).
+    mutating func insert(_ els: [SetElement], sortedAndUnique: Bool, sorted: [SetElement]? = nil) {
         if base.elements.isEmpty && added.isEmpty {
-            base.replaceElements(sortedAndUnique ? els : ElementOrder.sorted(els, key: base.key))
+            base.replaceElements(sorted ?? (sortedAndUnique ? els : ElementOrder.sorted(els, key: base.key)))
             return
         }
         added.reserveCapacity(added.count + els.count)

@@ -32,7 +32,7 @@ func dotted(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 0xff).\(a >> 8 & 0x
 func modelElements() -> [SetElement] {
     (0..<elementCount).map { i in
         let (s, d, p) = element(i)
-        return SetElement(.ipv4(IPv4Address(s)), .ipv4(IPv4Address(d)), .port(p))
+        return SetElement(key: [.value(.ipv4(IPv4Address(s))), .value(.ipv4(IPv4Address(d))), .value(.port(p))])
     }
 }
 

@@ -73,7 +73,7 @@ enum Refusal: Hashable, Sendable, CustomStringConvertible {
         case .jumpToBaseChain, .unsupported: .notSupported
         case .staleGeneration: .stale
         case .kernel(let errno, _): kernel(errno)
-        case .operationFailed(_, _, let inner): fake(inner)
+        case .operationFailed(_, _, let inner), .elementInBatch(_, _, let inner): fake(inner)
         case .permissionDenied, .tableOwnedByAnotherProcess, .backendFailure: .other(e.description)
         }
     }
