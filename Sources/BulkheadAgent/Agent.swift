@@ -340,11 +340,20 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         if changed { triggers.signal(.docker) }
     }
 
-    /// Reads again each container whose bridge port was not found yet.
+    /// Reads again each container whose bridge port was not found yet. Past a handful, one
+    /// snapshot (one list) replaces a read per container: with ports that cannot be found at all
+    /// (a bridge in another namespace than `--netns`), 200 reads every 10 s kept the agent at 0.6
+    /// of a core while idle (`scripts/bench/agent.sh`), where one list costs about nothing.
     func readPendingPorts() async throws {
         let keys = state.withLock { $0.pendingPorts.sorted() }
+        if keys.count > Self.pendingReadsBeforeSnapshot {
+            try await takeSnapshot(reason: .docker, afterGap: false)
+            return
+        }
         for key in keys { try await handle(SourceEvent(.changed, containerID: key)) }
     }
+
+    public static let pendingReadsBeforeSnapshot = 8
 
     /// Runs one read of the source. A source that is slow is not a source that is gone (under a
     /// burst of starts, dockerd 20.10 took over 10 s to answer a list): when an attempt has not
