@@ -78,7 +78,7 @@ let package = Package(
         ),
 
         // Shared by the kernel tests: commands, throwaway network namespaces, the root check.
-        .target(name: "BulkheadTestSupport", path: "Tests/Support"),
+        .target(name: "BulkheadTestSupport", dependencies: ["BulkheadInventory"], path: "Tests/Support"),
         // Benchmarks driven by scripts/bench.sh; never run as a test.
         .executableTarget(name: "bulkhead-bench", dependencies: [
             "BulkheadRuleset", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy",

@@ -248,29 +248,7 @@ func expectAllMatchOrAllPass(_ rows: [TruthTableRow], sourceLocation: SourceLoca
 @Test(arguments: [11, 23, 37])
 func randomPoliciesMatchEvaluator(seed: Int) throws {
     var rng = SeededGenerator(seed: UInt64(seed))
-    let services = ["a", "b", "c", "d"]
-    let ports: [String] = ["tcp/80", "tcp/443", "udp/53", "icmp", "tcp/8000-8010"]
-    var flows: [String] = []
-    for _ in 0..<Int.random(in: 2...6, using: &rng) {
-        let from = ["world", "host", "{cidr: 203.0.113.0/24}"] + services
-        let to = ["world", "host", "{cidr: 198.51.100.0/24}"] + services
-        var f = from.randomElement(using: &rng)!, t = to.randomElement(using: &rng)!
-        if !services.contains(f) && !services.contains(t) { t = services.randomElement(using: &rng)! }
-        if f == t, !services.contains(f) { f = services[0] }
-        flows.append("  - from: \(f)\n    to: \(t)\n    ports: [\(ports.randomElement(using: &rng)!)]")
-    }
-    let yaml = "segment: r\nnetworks: [n]\nservices:\n" + services.map { "  \($0):\n    labels: {svc: \($0)}" }.joined(separator: "\n")
-        + "\nflows:\n" + flows.joined(separator: "\n") + "\n"
-    var containers: [Container] = []
-    for i in 0..<6 {
-        var labels = ["svc": services.randomElement(using: &rng)!]
-        if i == 5 { labels = ["svc": "none"] }  // one unclassified container
-        containers.append(Container(name: "r\(i)", labels: labels,
-            networks: ["n": Attachment(ipv4: .v4(0x0A3F_0002 + UInt32(i)), ipv6: IPAddress("fd00:63::\(i + 2)"))]))
-    }
-    let inventory = Inventory(networks: [Network(name: "n", subnets: [IPNetwork("10.63.0.0/24")!, IPNetwork("fd00:63::/64")!],
-                                                 gateways: [IPAddress("10.63.0.1")!, IPAddress("fd00:63::1")!])],
-                              containers: containers)
+    let (yaml, inventory) = randomSegmentWorld(&rng, bindPorts: false)
     let env = try Enforced(policies: try policies(yaml), inventory: inventory)
     defer { env.destroy() }
     let traffic: [Traffic] = [.tcp(80), .tcp(443), .udp(53), .icmp, .tcp(8005), .tcp(22)]
@@ -293,14 +271,3 @@ func randomPoliciesMatchEvaluator(seed: Int) throws {
     expectNaiveAgrees(rows, lab: env.lab, naive: env.naive)
 }
 
-/// xorshift64*: deterministic across runs and platforms, unlike the system generator.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
-    mutating func next() -> UInt64 {
-        state ^= state >> 12
-        state ^= state << 25
-        state ^= state >> 27
-        return state &* 2_685_821_657_736_338_717
-    }
-}
