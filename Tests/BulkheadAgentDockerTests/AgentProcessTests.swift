@@ -204,8 +204,11 @@ struct AgentProcessAgainstDocker {
         defer { second.kill9() }
         let port2 = try await second.listeningPort()
         try await expectReady(port2, second, "the second process")
-        let repair = second.lines.filter { $0.hasSuffix("[BulkheadAgent] reconciled") }.compactMap { try? pattern.wholeMatch(in: String($0)) }
-        #expect(repair.contains { Int($0.output.4)! > 0 }, "the second process changed the table at start-up: \(second.lines.filter { $0.hasSuffix("reconciled") })")
+        // /readyz turns 200 when the first reconcile committed, a moment before its log line is
+        // written: wait for the line (a hang guard), then read what it changed.
+        let repairLine = try await second.line("first `reconciled` line") { $0.hasSuffix("[BulkheadAgent] reconciled") }
+        let repair = try #require(try? pattern.wholeMatch(in: String(repairLine)), "reconcile line in the README's form: \(repairLine)")
+        #expect(Int(repair.output.4)! > 0, "the second process changed the table at its first reconcile: \(repairLine)")
         // Hang guard only: the first reconcile has repaired it by the time /readyz is 200.
         let dropped = try await eventually(10, every: .milliseconds(100)) { try await tcpProbe(from: web, to: db, port: 5432) == .dropped }
         #expect(dropped, "the second agent removed the rule nft inserted: web → db tcp/5432 dropped again")
