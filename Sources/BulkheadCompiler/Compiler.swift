@@ -14,16 +14,27 @@ import BulkheadRuleset
 ///   icmpv6 neighbour discovery / MLD accept       so governed containers keep resolving each other
 ///   ip saddr @governed ip saddr != @managed drop  unclassified source: fail closed
 ///   ip daddr @governed ip daddr != @managed drop  unclassified destination: fail closed
-///   ip daddr vmap @ingress                        managed destination → jump in_<identity>
-///   ip saddr vmap @egress                         managed source, ungoverned destination → jump out_<identity>
-/// input  (hook input):  lo, established, ND; ip saddr vmap @to_host;  unclassified → drop
-/// output (hook output): lo, established, ND; ip daddr vmap @from_host; unclassified → drop
+///   meta priority set ip daddr map @identity meta priority vmap @dispatch_ingress
+///                                                 managed destination → its identity number → jump in_<identity>
+///   meta priority set ip saddr map @identity meta priority vmap @dispatch_egress
+///                                                 managed source, ungoverned destination → jump out_<identity>
+/// input  (hook input):  lo, established, ND; ip saddr → @identity → @dispatch_to_host;  unclassified → drop
+/// output (hook output): lo, established, ND; ip daddr → @identity → @dispatch_from_host; unclassified → drop
 /// in_<identity>:  one rule per (flow, source, protocol) naming the flow's file:line, then drop
 /// ```
 ///
-/// Container churn changes only set and map elements (addresses in `svc_*`, `managed`, the four
-/// maps); chains depend only on policies and on which identities (service combinations) exist.
-/// Per packet, a new connection costs two hash lookups plus the rules of one identity's chain.
+/// Container churn changes only set and map elements (addresses in `svc_*`, `managed`,
+/// `identity`), and none of them is a verdict: adding a jump element to a map makes the kernel
+/// re-validate the whole table (`nft_table_validate`, which walks every element of every verdict
+/// map), so per-address verdicts made one container's add cost grow with the number of containers.
+/// The address → identity-number map holds plain data; the dispatch maps (identity number →
+/// jump) have one element per identity and change only with the chains. The number travels between
+/// the two lookups in `meta priority`: nft 1.0.6 can neither parse nor list a lookup keyed by another
+/// lookup's register (its listing aborts), so the scratch must be a field nft knows; marks belong to
+/// other software (routing, NAT, kube-proxy), and `skb->priority` is only written here on the first
+/// packet of a connection to or from a managed container, with a value that qdiscs read as priority 0
+/// (`IdentityNumbering`). Chains depend only on policies and on which identities exist. Per packet,
+/// a new connection costs three hash lookups plus the rules of one identity's chain.
 public enum Compiler {
     public struct Options: Sendable, Hashable {
         /// nflog group that `mode: audit` logs would-be denials to.
@@ -78,7 +89,6 @@ typealias ChainKind = IdentityChainKind
 
 extension IdentityChainKind {
     func chainName(_ id: Identity) -> String { ChainName.identity(self, id).name }
-    func mapName(_ f: AddressFamily) -> String { SetName.map(self, f).name }
 }
 
 private struct Builder {
@@ -169,6 +179,7 @@ private struct Builder {
             sharedDenials.merge(shared) { a, _ in a }
         }
         let quarantined = Set(failures.map(\.identity))
+        let numbers = IdentityNumbering.numbers(for: sortedIdentities)
         var sets: [NFTSet] = []
         var chains: [Chain] = []
         var rules: [Rule] = []
@@ -189,18 +200,13 @@ private struct Builder {
             sets.append(NFTSet(name: SetName.governed(f).name, key: KeyType(addrType), flags: .interval,
                                elements: governed.map { SetElement(key: [keyPart($0)]) }))
             var managed: [SetElement] = []
-            var maps: [(String, (Identity) -> String?)] = ChainKind.allCases.map { kind in
-                (kind.mapName(f), { id in targets[id]?[kind] })
-            }
-            var mapElements: [[SetElement]] = Array(repeating: [], count: maps.count)
+            var identityElements: [SetElement] = []
             for c in managedContainers {
-                guard let id = containerIdentity[c.name] else { continue }
+                guard let id = containerIdentity[c.name], let number = numbers[id] else { continue }
                 for a in enrolled[c.name] ?? [] where a.isIPv4 == (f == .v4) {
                     let v = value(a)
                     managed.append(SetElement(v))
-                    for (i, (_, chain)) in maps.enumerated() {
-                        if let target = chain(id) { mapElements[i].append(SetElement(v, .verdict(.jump(target)))) }
-                    }
+                    identityElements.append(SetElement(v, .value(number)))
                 }
             }
             sets.append(NFTSet(name: SetName.managed(f).name, key: KeyType(addrType), elements: managed))
@@ -217,10 +223,16 @@ private struct Builder {
                     .map { SetElement(value($0)) }
                 sets.append(NFTSet(name: SetName.sourceGroup(group, f).name, key: KeyType(addrType), elements: elements))
             }
-            for (i, (name, _)) in maps.enumerated() {
-                sets.append(NFTSet(name: name, key: KeyType(addrType), data: .verdict, elements: mapElements[i]))
+            sets.append(NFTSet(name: SetName.identityNumbers(f).name, key: KeyType(addrType), data: .value(.classid),
+                               elements: identityElements))
+        }
+        // One dispatch element per identity and kind (where the compiler sends it), for both families.
+        for kind in ChainKind.allCases {
+            let elements = sortedIdentities.compactMap { id -> SetElement? in
+                guard let number = numbers[id], let target = targets[id]?[kind] else { return nil }
+                return SetElement(number, .verdict(.jump(target)))
             }
-            maps.removeAll()
+            sets.append(NFTSet(name: SetName.dispatch(kind).name, key: KeyType(.classid), data: .verdict, elements: elements))
         }
 
         // Base chains.
@@ -285,14 +297,22 @@ private struct Builder {
                                      .counter(), .verdict(.drop)], comment: RuleRole.unclassified(.destination).comment))
         }
         for f in Family.allCases {
-            r.append(Rule(chain: c, [.vmap(fields: [fields(f).daddr], map: .named(SetName.map(.ingress, f).name))]))
+            r.append(dispatch(c, fields(f).daddr, f, .ingress))
         }
         for f in Family.allCases {
-            r.append(Rule(chain: c, [.vmap(fields: [fields(f).saddr], map: .named(SetName.map(.egress, f).name))]))
+            r.append(dispatch(c, fields(f).saddr, f, .egress))
             r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
                           comment: RuleRole.sharedDenial(.toUngoverned).comment))
         }
         return r
+    }
+
+    /// `meta priority set FIELD map @identity_vN meta priority vmap @dispatch_KIND`: the address's
+    /// identity number, then the identity's chain of that kind. An address without a number ends
+    /// the rule before anything is written; a number without a chain of that kind continues.
+    func dispatch(_ chain: String, _ field: Field, _ f: Family, _ kind: ChainKind) -> Rule {
+        Rule(chain: chain, [.setFromMap(target: .metaPriority, fields: [field], map: SetName.identityNumbers(f).name),
+                            .vmap(fields: [.metaPriority], map: .named(SetName.dispatch(kind).name))])
     }
 
     func hostRules(input: Bool) -> [Rule] {
@@ -302,7 +322,7 @@ private struct Builder {
         r.append(neighbourDiscovery(c))
         for f in Family.allCases {
             let field = input ? fields(f).saddr : fields(f).daddr
-            r.append(Rule(chain: c, [.vmap(fields: [field], map: .named(SetName.map(input ? .toHost : .fromHost, f).name))]))
+            r.append(dispatch(c, field, f, input ? .toHost : .fromHost))
             r.append(Rule(chain: c, [.match(Match(field, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
                           comment: RuleRole.sharedDenial(input ? .toHost : .fromHost).comment))
             r.append(Rule(chain: c, [.match(Match(field, .set(SetName.governed(f).name))), .counter(), .verdict(.drop)],
@@ -473,5 +493,49 @@ private struct Builder {
             out.append(n)
         }
         return out
+    }
+}
+
+/// The number of each identity in the `identity_v4/6` and `dispatch_*` maps, as the `classid`
+/// value the dispatch writes to `meta priority`.
+///
+/// Values are `n << 4` with `n` in 1…4095 (major 0, low four bits 0): qdiscs read a major of 0
+/// as no class of theirs (`htb`, `prio` match a class only by a non-zero major) and take the band
+/// of the low four bits, 0, so a packet keeps the queueing of an unset priority. Beyond 4095
+/// identities the numbers continue above 0xffff (documented in the README).
+///
+/// `n` comes from a hash of the identity's name, probed linearly in sorted order on a collision, so
+/// an identity keeps its number when others come and go (mostly: a newcomer that sorts first can
+/// take a slot another one probed into), and a new identity's full plan rewrites few elements.
+public enum IdentityNumbering {
+    static let slots: UInt32 = 4095
+
+    public static func numbers(for identities: [Identity]) -> [Identity: Value] {
+        var taken = Set<UInt32>()
+        var out: [Identity: Value] = [:]
+        var overflow: UInt32 = slots
+        for id in identities.sorted() {
+            var n: UInt32
+            if UInt32(taken.count) < slots {
+                n = hash(id.chainSuffix) % slots + 1
+                while taken.contains(n) { n = n % slots + 1 }
+            } else {
+                overflow += 1
+                n = overflow
+            }
+            taken.insert(n)
+            out[id] = .classid(n << 4)
+        }
+        return out
+    }
+
+    /// FNV-1a (32 bits): stable across runs and platforms, unlike `Hasher`.
+    static func hash(_ s: String) -> UInt32 {
+        var h: UInt32 = 0x811c_9dc5
+        for b in s.utf8 {
+            h ^= UInt32(b)
+            h = h &* 0x0100_0193
+        }
+        return h
     }
 }

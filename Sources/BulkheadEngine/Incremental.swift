@@ -7,8 +7,9 @@ import BulkheadRuleset
 /// Container churn without a full compile: given the table last applied (compiled from these
 /// policies and an inventory) and one container added or removed, the element-only transaction
 /// that `Diff` would produce for the new inventory — the container's addresses in `managed_v4/6`,
-/// in the `svc_*` sets of its services and in the four verdict maps (`ingress`, `egress`,
-/// `from_host`, `to_host`), in the table's set order.
+/// in the `svc_*` sets of its services and, with its identity's number, in `identity_v4/6`, in the
+/// table's set order. No element is a verdict (the dispatch maps change only with chains), so the
+/// kernel does not re-validate the table for it.
 ///
 /// The cost per event is independent of the number of containers: membership is decided against
 /// the services only, and the transaction is validated against a table holding just the sets it
@@ -37,6 +38,8 @@ public struct IncrementalPlanner: Sendable {
     private let setDefinitions: [String: NFTSet]
     private let setPosition: [String: Int]
     private let chainNames: Set<String>
+    /// An identity's ingress chain → its number, as the applied `dispatch_ingress` map holds it.
+    private let numberByIngressChain: [String: Value]
     /// Service → the source groups (`SetName.sourceGroup` sets) it belongs to.
     private let groupsByService: [ServiceRef: [Identity]]
     private let networks: Set<String>
@@ -67,6 +70,12 @@ public struct IncrementalPlanner: Sendable {
         setDefinitions = defs
         setPosition = pos
         chainNames = Set(table.chains.map(\.name))
+        var numbers: [String: Value] = [:]
+        for e in table.sets.first(where: { $0.name == SetName.dispatch(.ingress).name })?.elements ?? [] {
+            guard case .verdict(.jump(let chain))? = e.data, e.key.count == 1, case .value(let number) = e.key[0] else { continue }
+            numbers[chain] = number
+        }
+        numberByIngressChain = numbers
         let known = Set(allServices.map(\.ref))
         var groups: [ServiceRef: [Identity]] = [:]
         for s in table.sets {
@@ -143,17 +152,10 @@ public struct IncrementalPlanner: Sendable {
         guard chainNames.contains(ingress) else {
             return .needsFullPlan(reason: "identity \(id) has no chain \(ingress) yet")
         }
-        // Where each map sends the identity, as the compiler decided: its own chain where one
-        // exists, else the shared audit chain of its segments, else nowhere (the drop after the map).
-        let auditChain = ChainName.audit(segments: Array(Set(id.services.map(\.segment))).sorted()).name
-        var jumps: [(kind: IdentityChainKind, chain: String)] = []
-        for kind in IdentityChainKind.allCases {
-            let chain = ChainName.identity(kind, id).name
-            if chainNames.contains(chain) {
-                jumps.append((kind, chain))
-            } else if chainNames.contains(auditChain) {
-                jumps.append((kind, auditChain))
-            }
+        // Where the dispatch maps send the identity was decided with its chains; the container
+        // only needs the identity's number.
+        guard let number = numberByIngressChain[ingress] else {
+            return .needsFullPlan(reason: "identity \(id) has no number in \(SetName.dispatch(.ingress).name)")
         }
         let groups = Set(refs.flatMap { groupsByService[$0] ?? [] }).sorted()
 
@@ -165,7 +167,7 @@ public struct IncrementalPlanner: Sendable {
             elements[SetName.managed(f).name] = values.map { SetElement($0) }
             for r in refs { elements[SetName.service(r, f).name] = values.map { SetElement($0) } }
             for g in groups { elements[SetName.sourceGroup(g, f).name] = values.map { SetElement($0) } }
-            for j in jumps { elements[SetName.map(j.kind, f).name] = values.map { SetElement($0, .verdict(.jump(j.chain))) } }
+            elements[SetName.identityNumbers(f).name] = values.map { SetElement($0, .value(number)) }
         }
         var touched: [NFTSet] = []
         for name in elements.keys {
@@ -176,7 +178,7 @@ public struct IncrementalPlanner: Sendable {
 
         // Validate against just what the operations touch.
         var current = header
-        current.chains = Set(jumps.map(\.chain)).sorted().map { Chain(name: $0) }
+        current.chains = []
         current.sets = touched.map { def in
             var s = def
             if !adding { s.setElements(elements[def.name]!) }

@@ -39,7 +39,7 @@ public enum AddressFamily: String, CaseIterable, Sendable, Hashable {
     case v4, v6
 }
 
-/// The four kinds of identity chain, and the verdict map that leads to each.
+/// The four kinds of identity chain, and the dispatch map that leads to each.
 public enum IdentityChainKind: CaseIterable, Sendable, Hashable {
     /// New connections to the identity from containers and the world (forward hook): `in_<identity>`.
     case ingress
@@ -81,9 +81,14 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
     /// together as its sources (one rule then covers them all). The compiler uses a group only when
     /// its readable name fits (`fitsUnshortened`), so a group's name always reads back.
     case sourceGroup(Identity, AddressFamily)
-    /// `ingress_v4`, `egress_v4`, `from_host_v4`, `to_host_v4`: verdict maps, managed address →
-    /// jump to its identity's chain of that kind.
-    case map(IdentityChainKind, AddressFamily)
+    /// `identity_v4`: data map, managed address → its identity's number (a `classid`, which the
+    /// dispatch rule writes to `meta priority`). Churn changes only these elements: no verdicts,
+    /// so the kernel does not re-validate the table when a container comes (see the compiler).
+    case identityNumbers(AddressFamily)
+    /// `dispatch_ingress`, `dispatch_egress`, `dispatch_from_host`, `dispatch_to_host`: verdict
+    /// maps, identity number → jump to the identity's chain of that kind. One element per identity,
+    /// for both families: they change only when an identity's chains do.
+    case dispatch(IdentityChainKind)
     /// Port binding (`bridge bulkhead`): `ports`, `bind_ether`, `bind_v4`, `bind_v6`, `bind_arp`.
     case ports, bindEther, bindV4, bindV6, bindARP
     /// A name too long for the kernel, shortened with a digest: not readable back.
@@ -96,7 +101,8 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
         case .managed(let f): return "managed_\(f.rawValue)"
         case .service(let r, let f): return "svc_\(r.segment)_\(r.name)_\(f.rawValue)"
         case .sourceGroup(let g, let f): return "from_\(g.chainSuffix)_\(f.rawValue)"
-        case .map(let k, let f): return "\(k.mapStem)_\(f.rawValue)"
+        case .identityNumbers(let f): return "identity_\(f.rawValue)"
+        case .dispatch(let k): return "dispatch_\(k.mapStem)"
         case .ports: return "ports"
         case .bindEther: return "bind_ether"
         case .bindV4: return "bind_v4"
@@ -116,7 +122,7 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
     /// The address family of the set, for the inet table's sets.
     public var family: AddressFamily? {
         switch self {
-        case .governed(let f), .managed(let f), .service(_, let f), .sourceGroup(_, let f), .map(_, let f): return f
+        case .governed(let f), .managed(let f), .service(_, let f), .sourceGroup(_, let f), .identityNumbers(let f): return f
         default: return nil
         }
     }
@@ -137,14 +143,17 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
         case "bind_arp": return .bindARP
         default: break
         }
+        if text.hasPrefix("dispatch_"), let kind = IdentityChainKind.allCases.first(where: { text.dropFirst(9) == $0.mapStem }) {
+            return .dispatch(kind)
+        }
         guard let f = AddressFamily.allCases.first(where: { text.hasSuffix("_" + $0.rawValue) }) else { return nil }
         let stem = text.dropLast(f.rawValue.count + 1)
         switch stem {
         case "governed": return .governed(f)
         case "managed": return .managed(f)
+        case "identity": return .identityNumbers(f)
         default: break
         }
-        if let kind = IdentityChainKind.allCases.first(where: { stem == $0.mapStem }) { return .map(kind, f) }
         if stem.hasPrefix("svc_") {
             let parts = stem.dropFirst(4).split(separator: "_", omittingEmptySubsequences: false)
             guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }

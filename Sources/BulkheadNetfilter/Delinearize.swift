@@ -84,6 +84,7 @@ struct Delinearizer {
             switch MetaKey(rawValue: key) {
             case .l4proto?: return (.metaL4proto, 1)
             case .nfproto?: return (.metaNfproto, 1)
+            case .priority?: return (.metaPriority, 4)
             case .iifname?: return (.iifname, 16)
             case .oifname?: return (.oifname, 16)
             default: return nil
@@ -170,8 +171,14 @@ struct Delinearizer {
                         out.append(.vmap(fields: fields, map: anon.map { .anonymous($0.elements) } ?? .named(set)))
                     } else if dreg == nil {
                         out.append(.match(Match(fields, negated: negated, anon.map { .anonymousSet($0.elements) } ?? .set(set))))
+                    } else if dreg == 1, !negated, anon == nil, j + 1 < exprs.count,
+                              case .metaSet(let key, 1) = exprs[j + 1], key == MetaKey.priority.rawValue {
+                        // `meta priority set FIELDS map @m`: the only data-map lookup we emit.
+                        out.append(.setFromMap(target: .metaPriority, fields: fields, map: set))
+                        i = j + 2
+                        continue
                     } else {
-                        return nil // data maps into registers: not something Bulkhead emits
+                        return nil // other data maps into registers: not something Bulkhead emits
                     }
                     i = j + 1
                     continue

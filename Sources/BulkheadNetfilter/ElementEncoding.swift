@@ -123,6 +123,7 @@ enum ElementEncoding {
         case .icmpType: return .icmpType(b[i])
         case .icmpv6Type: return .icmpv6Type(b[i])
         case .mark: return .mark(le32())
+        case .classid: return .classid(le32())
         case .ctState: return .ctState(CtState(rawValue: le32()))
         case .ifname:
             let name = b.prefix(16).prefix { $0 != 0 }

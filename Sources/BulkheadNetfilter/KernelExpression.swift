@@ -16,6 +16,8 @@ import Glibc
 enum KernelExpression: Equatable, Sendable {
     case payload(base: UInt32, offset: UInt32, length: UInt32, dreg: UInt32)
     case meta(key: UInt32, dreg: UInt32)
+    /// `meta set KEY with reg SREG` (only `meta priority set`).
+    case metaSet(key: UInt32, sreg: UInt32)
     case ct(key: UInt32, dreg: UInt32)
     case cmp(sreg: UInt32, op: UInt32, data: [UInt8])
     case bitwise(sreg: UInt32, dreg: UInt32, length: UInt32, mask: [UInt8], xor: [UInt8])
@@ -96,6 +98,11 @@ extension KernelExpression {
             let e = try alloc("meta")
             nftnl_expr_set_u32(e, attr(NFTNL_EXPR_META_KEY), key)
             nftnl_expr_set_u32(e, attr(NFTNL_EXPR_META_DREG), dreg)
+            return e
+        case .metaSet(let key, let sreg):
+            let e = try alloc("meta")
+            nftnl_expr_set_u32(e, attr(NFTNL_EXPR_META_KEY), key)
+            nftnl_expr_set_u32(e, attr(NFTNL_EXPR_META_SREG), sreg)
             return e
         case .ct(let key, let dreg):
             let e = try alloc("ct")
@@ -197,6 +204,8 @@ extension KernelExpression {
                             length: u32(NFTNL_EXPR_PAYLOAD_LEN), dreg: u32(NFTNL_EXPR_PAYLOAD_DREG))
         case "meta" where has(NFTNL_EXPR_META_DREG):
             self = .meta(key: u32(NFTNL_EXPR_META_KEY), dreg: u32(NFTNL_EXPR_META_DREG))
+        case "meta" where has(NFTNL_EXPR_META_SREG):
+            self = .metaSet(key: u32(NFTNL_EXPR_META_KEY), sreg: u32(NFTNL_EXPR_META_SREG))
         case "ct" where has(NFTNL_EXPR_CT_DREG) && !has(NFTNL_EXPR_CT_DIR):
             self = .ct(key: u32(NFTNL_EXPR_CT_KEY), dreg: u32(NFTNL_EXPR_CT_DREG))
         case "cmp":

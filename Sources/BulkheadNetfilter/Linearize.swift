@@ -198,6 +198,12 @@ struct Linearizer {
                     let id = newAnonymous(fields, data: .verdict, elements: elements)
                     out.append(.lookup(set: "__map%d", setID: id, sreg: 1, dreg: KernelExpression.verdictRegister, flags: 0))
                 }
+            case .setFromMap(let target, let fields, let name):
+                guard case .meta(let key) = target.load else { throw invalid("only meta fields can be set") }
+                require(fields)
+                loadAll(fields)
+                out.append(.lookup(set: name, setID: nil, sreg: 1, dreg: 1, flags: 0))
+                out.append(.metaSet(key: key.rawValue, sreg: 1))
             case .counter(let packets, let bytes):
                 out.append(.counter(packets: packets, bytes: bytes))
             case .log(let log):

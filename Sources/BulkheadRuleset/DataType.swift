@@ -11,6 +11,9 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     case nfProto = "nf_proto"
     case ifname = "ifname"
     case mark = "mark"
+    /// A traffic-control handle (`classid`, 4 bytes, host order): the type of `meta priority`,
+    /// which the dispatch uses to carry an identity number from one lookup to the next.
+    case classid = "classid"
     case icmpType = "icmp_type"
     case icmpv6Type = "icmpv6_type"
     case ctState = "ct_state"
@@ -29,6 +32,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
         case .inetService: 13
         case .icmpType: 14
         case .mark: 19
+        case .classid: 23
         case .ctState: 26
         case .icmpv6Type: 29
         case .ifname: 41
@@ -40,7 +44,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     /// Bytes the value occupies in a register / set key before padding (ifname is `IFNAMSIZ`).
     public var byteLength: Int {
         switch self {
-        case .ipv4Addr, .mark, .ctState: 4
+        case .ipv4Addr, .mark, .classid, .ctState: 4
         case .ipv6Addr, .ifname: 16
         case .inetService, .etherType: 2
         case .etherAddr: 6
@@ -54,7 +58,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     public var isBigEndian: Bool {
         switch self {
         case .ipv4Addr, .ipv6Addr, .inetService, .etherAddr, .etherType: true
-        case .inetProto, .nfProto, .icmpType, .icmpv6Type, .mark, .ctState, .ifname: false
+        case .inetProto, .nfProto, .icmpType, .icmpv6Type, .mark, .classid, .ctState, .ifname: false
         }
     }
 
@@ -66,7 +70,7 @@ public enum DataType: String, Hashable, Sendable, Codable, CaseIterable, CustomS
     /// (nft `calculate_delim`): integer-like types 5, addresses and ct state 2, everything else 1.
     var elementsPerLine: Int {
         switch self {
-        case .nfProto, .inetProto, .inetService, .mark: 5
+        case .nfProto, .inetProto, .inetService, .mark, .classid: 5
         case .ipv4Addr, .ctState: 2
         case .ipv6Addr, .ifname, .icmpType, .icmpv6Type, .etherAddr, .etherType: 1
         }

@@ -19,6 +19,9 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
     case icmpType = "icmp type"
     case icmpv6Type = "icmpv6 type"
     case ctState = "ct state"
+    /// `skb->priority` (a `classid`). Bulkhead reads it only after writing it in the same rule
+    /// (`Statement.setFromMap`): the dispatch's scratch between two lookups (see the compiler).
+    case metaPriority = "meta priority"
     /// Bridge family: the frame's ethertype as on the wire. For a VLAN-tagged frame whose tag
     /// the kernel moved into skb metadata (veth and most NICs do), the kernel rebuilds the tag
     /// for this load, so it reads 0x8100/0x88a8 — unlike `meta protocol`, which reads the inner type.
@@ -46,6 +49,7 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .icmpType: .icmpType
         case .icmpv6Type: .icmpv6Type
         case .ctState: .ctState
+        case .metaPriority: .classid
         case .etherType: .etherType
         case .etherSaddr, .arpSaddrEther: .etherAddr
         case .arpSaddrIP: .ipv4Addr
@@ -67,6 +71,7 @@ public enum Field: String, Hashable, Sendable, Codable, CaseIterable, CustomStri
         case .iifname: .meta(.iifname)
         case .oifname: .meta(.oifname)
         case .ctState: .ct(.state)
+        case .metaPriority: .meta(.priority)
         case .etherType: .payload(base: .link, offset: 12, length: 2)
         case .etherSaddr: .payload(base: .link, offset: 6, length: 6)
         case .arpSaddrEther: .payload(base: .network, offset: 8, length: 6)
@@ -123,7 +128,7 @@ public enum PayloadBase: UInt32, Hashable, Sendable {
 
 /// `enum nft_meta_keys` values we use.
 public enum MetaKey: UInt32, Hashable, Sendable {
-    case `protocol` = 1, iifname = 6, oifname = 7, nfproto = 15, l4proto = 16
+    case `protocol` = 1, priority = 2, iifname = 6, oifname = 7, nfproto = 15, l4proto = 16
 }
 
 /// `enum nft_ct_keys` values we use.

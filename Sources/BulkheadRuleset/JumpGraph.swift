@@ -47,6 +47,8 @@ struct JumpGraph: Sendable {
                 lookup(m)
             case .match(let m):
                 if case .set(let name) = m.operand { lookup(name) }
+            case .setFromMap(_, _, let name):
+                lookup(name)
             default:
                 break
             }

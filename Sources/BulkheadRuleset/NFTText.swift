@@ -126,6 +126,8 @@ public enum NFTText {
                 source = elementList(ElementOrder.sorted(els, key: KeyType(fields.map(\.dataType))), perLine: nil)
             }
             return fields.map(\.rawValue).joined(separator: " . ") + " vmap " + source
+        case .setFromMap(let target, let fields, let map):
+            return "\(target.rawValue) set " + fields.map(\.rawValue).joined(separator: " . ") + " map @\(map)"
         case .counter(let p, let b):
             return "counter packets \(p) bytes \(b)"
         case .log(let l):
@@ -227,6 +229,11 @@ public enum NFTText {
         case .mark(let m):
             let hex = String(m, radix: 16)
             return "0x" + String(repeating: "0", count: max(0, 8 - hex.count)) + hex
+        case .classid(let h):
+            // nft `tchandle_type_print`: `root`, `none`, else `%x:%x` (major, minor).
+            if h == 0xffff_ffff { return "root" }
+            if h == 0 { return "none" }
+            return String(h >> 16, radix: 16) + ":" + String(h & 0xffff, radix: 16)
         case .icmpType(let t): return name(t, in: icmpTypeNames)
         case .icmpv6Type(let t): return name(t, in: icmpv6TypeNames)
         case .ctState(let s):

@@ -86,6 +86,7 @@ public struct Rule: Hashable, Sendable, Codable, CustomStringConvertible {
             switch $0 {
             case .match(let m): if case .set(let s) = m.operand { return s }
             case .vmap(_, .named(let s)): return s
+            case .setFromMap(_, _, let s): return s
             default: break
             }
             return nil

@@ -54,6 +54,19 @@ enum RuleCheck {
                         try checkJump(v, from: r.chain, in: t)
                     }
                 }
+            case .setFromMap(let target, let fields, let name):
+                guard !fields.isEmpty else { throw bad("map lookup needs a key") }
+                // The only writable field: `meta priority`, the dispatch's scratch.
+                guard target == .metaPriority else { throw bad("'\(target)' cannot be set") }
+                try checkFields(fields, family: t.family, bad: bad)
+                let key = KeyType(fields.map(\.dataType))
+                guard let set = t.set(named: name) else { throw .lookupInMissingSet(chain: r.chain, set: name) }
+                guard set.data == .value(target.dataType) else {
+                    throw .lookupMismatch(chain: r.chain, set: name, reason: "setting \(target) needs a map to \(target.dataType)")
+                }
+                guard set.key == key else {
+                    throw .lookupMismatch(chain: r.chain, set: name, reason: "key is \(key), map has \(set.key)")
+                }
             case .counter:
                 break
             case .log(let l):

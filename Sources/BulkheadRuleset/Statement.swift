@@ -6,6 +6,10 @@ public enum Statement: Hashable, Sendable, Codable, CustomStringConvertible {
     /// `FIELDS vmap @map` or `FIELDS vmap { k : verdict, … }`: look the key up and take the
     /// element's verdict; no match means continue.
     case vmap(fields: [Field], map: MapRef)
+    /// `TARGET set FIELDS map @map`: look the key up in a data map and write the element's value
+    /// to a writable field (only `meta priority`); no match ends the rule (nothing is written).
+    /// libnftnl: loads, `lookup` with a data register, `meta set` from it.
+    case setFromMap(target: Field, fields: [Field], map: String)
     /// `counter packets P bytes B`. Counts are live state: `Rule.sameContent` ignores them.
     case counter(packets: UInt64 = 0, bytes: UInt64 = 0)
     case log(Log)

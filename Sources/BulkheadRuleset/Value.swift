@@ -83,6 +83,8 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
     /// a range element in an interval set.
     case ifname(String)
     case mark(UInt32)
+    /// A `classid` (`meta priority`): major in the high 16 bits, minor in the low 16.
+    case classid(UInt32)
     case icmpType(UInt8)
     case icmpv6Type(UInt8)
     case ctState(CtState)
@@ -100,6 +102,7 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
         case .nfProto: .nfProto
         case .ifname: .ifname
         case .mark: .mark
+        case .classid: .classid
         case .icmpType: .icmpType
         case .icmpv6Type: .icmpv6Type
         case .ctState: .ctState
@@ -124,7 +127,7 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
         case .port(let p), .etherType(let p): return [UInt8(p >> 8), UInt8(p & 0xff)]
         case .etherAddr(let a): return a.bytes
         case .proto(let v), .nfProto(let v), .icmpType(let v), .icmpv6Type(let v): return [v]
-        case .mark(let m): return Value.hostOrder(m)
+        case .mark(let m), .classid(let m): return Value.hostOrder(m)
         case .ctState(let s): return Value.hostOrder(s.rawValue)
         case .ifname(let n):
             var b = Array((n.hasSuffix("*") ? String(n.dropLast()) : n).utf8.prefix(16))
@@ -149,7 +152,7 @@ public enum Value: Hashable, Sendable, Codable, CustomStringConvertible {
             bigEndian(a.low, 8, at: 8)
         case .port(let v), .etherType(let v): bigEndian(UInt64(v), 2)
         case .proto(let v), .nfProto(let v), .icmpType(let v), .icmpv6Type(let v): p[0] = v
-        case .mark(let m): hostOrder(m)
+        case .mark(let m), .classid(let m): hostOrder(m)
         case .ctState(let s): hostOrder(s.rawValue)
         case .etherAddr, .ifname:
             for (i, b) in bytes.enumerated() { p[i] = b }

@@ -64,7 +64,7 @@ struct NetlinkCase {
     }
 
     static func expression(_ input: inout FuzzInput) -> KernelExpression {
-        switch input.byte() % 13 {
+        switch input.byte() % 14 {
         case 0: .payload(base: input.small(), offset: input.small(), length: input.small(), dreg: input.small())
         case 1: .meta(key: input.small(), dreg: input.small())
         case 2: .ct(key: input.small(), dreg: input.small())
@@ -79,7 +79,8 @@ struct NetlinkCase {
         case 9: .limit(rate: input.u64(), unit: input.u64(), burst: input.small(), type: input.small(), flags: input.small())
         case 10: .verdict(code: Int32(bitPattern: input.small()), chain: input.bool() ? input.string() : nil)
         case 11: .reject(type: input.small(), code: input.byte())
-        default: .unknown(name: input.string(), text: input.string())
+        case 12: .unknown(name: input.string(), text: input.string())
+        default: .metaSet(key: input.small(), sreg: input.small())
         }
     }
 }
@@ -158,6 +159,7 @@ extension NetlinkCase {
                 if let chain { byte(1); string(chain) } else { byte(0) }
             case .reject(let type, let code): byte(11); small(type); byte(code)
             case .unknown(let name, let text): byte(12); string(name); string(text)
+            case .metaSet(let key, let sreg): byte(13); small(key); small(sreg)
             }
         }
         out += userdata.prefix(256)

@@ -67,7 +67,9 @@ import Testing
             let live = try #require(try backend.dump(table: Planner.tableID))
             #expect(live.chain(named: "in_s_web") != nil && live.chain(named: ChainName.quarantine.name) != nil)
             #expect(live.set(named: "svc_s_web_v4")?.elements == [SetElement(.ipv4(IPv4Address("10.75.0.4")!))])
-            #expect(live.set(named: "ingress_v4")?.elements.contains(SetElement(.ipv4(IPv4Address("10.75.0.2")!), .verdict(.jump(ChainName.quarantine.name)))) == true)
+            let number = live.set(named: "identity_v4")?.elements.first { $0.key == [.value(.ipv4(IPv4Address("10.75.0.2")!))] }?.data
+            guard case .value(let n)? = number else { Issue.record("10.75.0.2 has no identity number: \(String(describing: number))"); return }
+            #expect(live.set(named: "dispatch_ingress")?.elements.contains(SetElement(n, .verdict(.jump(ChainName.quarantine.name)))) == true)
             // The container goes: everything fits again, and readiness comes back.
             source.remove("both")
             #expect(await eventually { agent.isReady })

@@ -40,7 +40,7 @@ import Testing
                 case .shortened: Issue.record("\(context): set \(set.name) was shortened: no set name of ours may be")
                 case .ports, .bindEther, .bindV4, .bindV6, .bindARP:
                     #expect(table.id == TableLayout.bridge, "\(context): \(set.name) outside the bridge table")
-                case .governed, .managed, .map:
+                case .governed, .managed, .identityNumbers, .dispatch:
                     #expect(table.id == TableLayout.inet, "\(context): \(set.name) outside the inet table")
                 }
             }
@@ -231,7 +231,7 @@ import Testing
                 }
             }
             var sets: [SetName] = [.governed(f), .managed(f), .service(id.services[0], f), .ports, .bindEther, .bindV4, .bindV6, .bindARP]
-                + IdentityChainKind.allCases.map { .map($0, f) }
+                + [.identityNumbers(f)] + IdentityChainKind.allCases.map { .dispatch($0) }
             if id.services.count >= 2, SetName.sourceGroup(id, f).fitsUnshortened { sets.append(.sourceGroup(id, f)) }
             for s in sets {
                 #expect(SetName(parsing: s.name) == s, "\(s.name)")

@@ -188,7 +188,12 @@ import Testing
             #expect(SetName(parsing: SetName.service(a, f).name) == .service(a, f))
             #expect(SetName(parsing: SetName.sourceGroup(Identity([b, a]), f).name) == .sourceGroup(Identity([a, b]), f))
         }
-        #expect(SetName(parsing: SetName.map(.fromHost, .v4).name) == .map(.fromHost, .v4), "from_host_v4 is a map, not a group")
+        for kind in IdentityChainKind.allCases {
+            #expect(SetName(parsing: SetName.dispatch(kind).name) == .dispatch(kind), "\(SetName.dispatch(kind).name)")
+        }
+        #expect(SetName.dispatch(.fromHost).name == "dispatch_from_host" && SetName.identityNumbers(.v6).name == "identity_v6")
+        for f in AddressFamily.allCases { #expect(SetName(parsing: SetName.identityNumbers(f).name) == .identityNumbers(f)) }
+        #expect(SetName(parsing: "dispatch_from_host_v4") == nil && SetName(parsing: "ingress_v4") == nil, "the per-address verdict maps are gone")
         #expect(SetName(parsing: "svc_a_b_c_v4") == nil && SetName(parsing: "from_a_b_v4") == nil, "a group has two members")
         #expect(SetName(parsing: "from_b_b__a_a_v4") == nil, "members out of order are no name of ours")
     }
@@ -243,9 +248,12 @@ import Testing
         #expect(out.failures.first?.reason.contains("in_s_admin__s_web") == true)
         let table = out.table
         #expect(table.chain(named: ChainName.quarantine.name) != nil)
-        let both = SetElement(.ipv4(IPv4Address("10.70.0.2")!), .verdict(.jump(ChainName.quarantine.name)))
-        for map in ["ingress_v4", "egress_v4", "from_host_v4", "to_host_v4"] {
-            #expect(table.set(named: map)?.elements.contains(both) == true, "\(map)")
+        // Its address has its identity's number, which every dispatch map sends to quarantine.
+        let number = try #require(table.set(named: "identity_v4")?.elements.first { $0.key == [.value(.ipv4(IPv4Address("10.70.0.2")!))] }?.data)
+        guard case .value(let n) = number else { Issue.record("\(number) is no number"); return }
+        for kind in IdentityChainKind.allCases {
+            let map = SetName.dispatch(kind).name
+            #expect(table.set(named: map)?.elements.contains(SetElement(n, .verdict(.jump(ChainName.quarantine.name)))) == true, "\(map)")
         }
         #expect(table.set(named: "svc_s_web_v4")?.elements == [SetElement(.ipv4(IPv4Address("10.70.0.4")!))])
         #expect(table.set(named: "managed_v4")?.elements.contains(SetElement(.ipv4(IPv4Address("10.70.0.2")!))) == true)

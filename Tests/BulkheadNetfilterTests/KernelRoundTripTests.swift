@@ -79,7 +79,7 @@ struct KernelRoundTripTests {
 /// Not required here: table families other than inet and bridge and chain types other than
 /// filter, which the compiler never emits (the ip family's encoding is in `GoldenBytesTests`).
 enum Coverage {
-    enum StatementKind: String, CaseIterable { case match, vmap, counter, log, limit, reject, verdict }
+    enum StatementKind: String, CaseIterable { case match, vmap, setFromMap, counter, log, limit, reject, verdict }
     enum OperandKind: String, CaseIterable {
         case value, prefix, range, set, anonymousSet, anonymousIntervalSet, concatenatedSet, concatenatedAnonymousSet
     }
@@ -90,7 +90,7 @@ enum Coverage {
     enum LimitKind: String, CaseIterable { case packets, bytes, over, defaultBurst, customBurst }
     enum LogKind: String, CaseIterable { case prefix, group, level, bare }
     enum ValueKind: String, CaseIterable {
-        case ipv4, ipv6, port, proto, nfProto, ifname, ifnameWildcard, mark, icmpType, icmpv6Type, ctState, etherAddr, etherType
+        case ipv4, ipv6, port, proto, nfProto, ifname, ifnameWildcard, mark, classid, icmpType, icmpv6Type, ctState, etherAddr, etherType
     }
     enum SetKind: String, CaseIterable {
         case plain, constant, interval, timeoutFlag, defaultTimeout, verdictMap, dataMap, concatenation, concatenatedInterval,
@@ -212,6 +212,8 @@ enum Coverage {
                 for e in els { k.formUnion(keys(e, mapVerdicts: true)) }
             }
             return k
+        case .setFromMap(let target, let fields, _):
+            return Set(["statement setFromMap", "field \(target)"] + fields.map { "field \($0)" })
         case .counter:
             return ["statement counter"]
         case .log(let l):
@@ -268,6 +270,7 @@ enum Coverage {
         case .nfProto: .nfProto
         case .ifname: v.isWildcard ? .ifnameWildcard : .ifname
         case .mark: .mark
+        case .classid: .classid
         case .icmpType: .icmpType
         case .icmpv6Type: .icmpv6Type
         case .ctState: .ctState
@@ -301,6 +304,11 @@ enum Coverage {
                    elements: [SetElement(.port(1), .verdict(.accept)), SetElement(.port(2), .verdict(.drop)),
                               SetElement(.port(3), .verdict(.continue)), SetElement(.port(4), .verdict(.return)),
                               SetElement(.port(5), .verdict(.jump("in_api"))), SetElement(.port(6), .verdict(.goto("in_api")))]),
+            // The compiler's dispatch: address → classid, `meta priority set … map`, classid → verdict.
+            NFTSet(name: "numbers_v6", key: KeyType(.ipv6Addr), data: .value(.classid),
+                   elements: [SetElement(.ipv6(v6("fd40::1")), .value(.classid(0x10))), SetElement(.ipv6(v6("fd40::2")), .value(.classid(0x0001_fff0)))]),
+            NFTSet(name: "by_number", key: KeyType(.classid), data: .verdict,
+                   elements: [SetElement(.classid(0x10), .verdict(.jump("in_api"))), SetElement(.classid(0x0001_fff0), .verdict(.drop))]),
         ]
         t.chains.append(Chain(name: "limits"))
         var rules: [Rule] = [
@@ -320,6 +328,8 @@ enum Coverage {
             Rule(chain: "forward", [.match(Match(.oifname, .set("wild_ifaces"))), .verdict(.accept)]),
             Rule(chain: "forward", [.match(Match([.ipSaddr, .tcpDport], .anonymousSet([SetElement(.ipv4(v4("10.0.0.1")), .port(22))]))), .verdict(.accept)]),
             Rule(chain: "forward", [.vmap(fields: [.thDport], map: .named("every_verdict"))]),
+            Rule(chain: "forward", [.setFromMap(target: .metaPriority, fields: [.ip6Daddr], map: "numbers_v6"),
+                                    .vmap(fields: [.metaPriority], map: .named("by_number"))]),
             Rule(chain: "forward", [.vmap(fields: [.udpDport], map: .anonymous([SetElement(.port(53), .verdict(.accept)), SetElement(.port(54), .verdict(.return)),
                                                                                  SetElement(.port(55), .verdict(.continue)), SetElement(.port(56), .verdict(.drop))]))]),
             Rule(chain: "forward", [.reject(.icmpv6(1))]),
