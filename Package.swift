@@ -107,7 +107,7 @@ let package = Package(
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadEngine"]),
         .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadConntrack", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadSource", "BulkheadInventory", "BulkheadTestSupport"]),
-        .testTarget(name: "BulkheadSourceTests", dependencies: ["BulkheadSource", "BulkheadInventory"]),
+        .testTarget(name: "BulkheadSourceTests", dependencies: ["BulkheadSource", "BulkheadInventory", "BulkheadPolicy"]),
         .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadConntrack", "BulkheadEscaping", "BulkheadDocker", "BulkheadSource", "BulkheadLab", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadEnforcementTests", dependencies: [
             "BulkheadLab", "BulkheadEngine", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadPolicy",

@@ -45,6 +45,9 @@ TARGETS = {
     ("agent.start_to_commit", "bulkhead agent"): [("connect_to_commit_median_ms", "<=", 5.0, "ms median event->commit"), ("connect_to_commit_p99_ms", "<=", 20.0, "ms p99")],
     ("agent.burst_50_starts", "bulkhead agent"): [("converged_after_last_start_ms", "<=", 1000.0, "ms after the last event")],
     ("agent.idle_200_containers", "bulkhead agent process"): [("cpu_fraction_of_one_core", "<=", 0.01, "of a core idle"), ("peak_rss_mb", "<=", 150, "MB RSS")],
+    ("agent.scale_event_to_commit", "bulkhead agent"): [("median_ms", "<=", 5.0, "ms median event->commit at 10k containers"), ("p99_ms", "<=", 20.0, "ms p99")],
+    ("agent.scale_resync_unchanged", "bulkhead agent"): [("cpu_ms", "<=", 300.0, "ms CPU, resync finding nothing changed")],
+    ("agent.scale_idle", "bulkhead agent"): [("cpu_fraction_of_one_core", "<=", 0.01, "of a core idle at 10k containers"), ("peak_rss_mb", "<=", 150, "MB peak RSS")],
     ("validate-1000-files", None): [("seconds", "<=", 1.0, "s"), ("peak_rss_mb", "<=", 100, "MB")],
 }
 

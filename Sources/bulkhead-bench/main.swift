@@ -309,13 +309,16 @@ do {
     case "docker"?:
         guard getuid() == 0 else { fail("bulkhead-bench docker needs root") }
         try await dockerBenchmarks(Array(args.dropFirst()))
+    case "agent-scale"?:
+        guard getuid() == 0 else { fail("bulkhead-bench agent-scale needs root (it creates a network namespace)") }
+        try await agentScale(Array(args.dropFirst()))
     case "privilege-check"?:
         guard args.count == 2 else { fail("usage: bulkhead-bench privilege-check NETNS") }
         let nf = try NetlinkNetfilter(namespace: args[1])
         _ = try nf.generation()
         print("ok: ownership \(nf.ownership)")
     default:
-        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | churn DIR... | forward DIR | docker ... | privilege-check NETNS]")
+        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | churn DIR... | forward DIR | docker ... | agent-scale [EVENTS [SEED]] | privilege-check NETNS]")
     }
 } catch {
     fail("bulkhead-bench: \(error)")
