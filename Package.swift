@@ -77,12 +77,16 @@ let package = Package(
             ]
         ),
 
+        // Child processes started with a clean signal setup (empty mask, default actions): the
+        // benchmark's children, the agent process and commands of the Docker tests.
+        .target(name: "BulkheadSpawn"),
+
         // Shared by the kernel tests: commands, throwaway network namespaces, the root check.
         .target(name: "BulkheadTestSupport", dependencies: ["BulkheadInventory"], path: "Tests/Support"),
         // Benchmarks driven by scripts/bench.sh; never run as a test.
         .executableTarget(name: "bulkhead-bench", dependencies: [
             "BulkheadRuleset", "BulkheadNetfilter", "BulkheadCompiler", "BulkheadEngine", "BulkheadPolicy",
-            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker", "BulkheadLayout", "BulkheadSource",
+            "BulkheadInventory", "BulkheadLab", "BulkheadAgent", "BulkheadDocker", "BulkheadLayout", "BulkheadSource", "BulkheadSpawn",
         ]),
 
         // libFuzzer targets (scripts/fuzz.sh builds them with -sanitize=fuzzer,address -DFUZZING);
@@ -115,8 +119,9 @@ let package = Package(
         ]),
         .testTarget(name: "BulkheadAgentDockerTests", dependencies: [
             "BulkheadAgent", "BulkheadDocker", "BulkheadSource", "BulkheadNetfilter", "BulkheadEngine", "BulkheadPolicy", "BulkheadCompiler", "BulkheadLab", "BulkheadLayout",
-            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport",
+            "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadSpawn",
         ]),
+        .testTarget(name: "BulkheadSpawnTests", dependencies: ["BulkheadSpawn"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

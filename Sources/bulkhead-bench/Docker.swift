@@ -205,18 +205,8 @@ func dockerBenchmarks(_ args: [String]) async throws {
     let port = 19_641 + Int(getpid() % 1000)
     let log = NSTemporaryDirectory() + prefix + "-agent.log"
     defer { unlink(log) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    let words: [String] = [bulkhead, "agent", "--policies", policyDir, "--netns", ns2, "--listen", "127.0.0.1:\(port)"]
-    let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-    var spawned: pid_t = 0
-    let rc = withSpawnAttributes { posix_spawn(&spawned, bulkhead, &actions, $0, argv, environ) }
-    agentPID = spawned
-    guard rc == 0 else { fail("cannot start \(bulkhead) agent") }
-    argv.forEach { free($0) }
-    posix_spawn_file_actions_destroy(&actions)
+    agentPID = startChild([bulkhead, "agent", "--policies", policyDir, "--netns", ns2, "--listen", "127.0.0.1:\(port)"],
+                          stdout: .null, stderr: .file(log))
     let ready = await waitFor(.seconds(30)) {
         runChild(["curl", "-sf", "-o", "/dev/null", "http://127.0.0.1:\(port)/readyz"]).status == 0
     }

@@ -192,11 +192,7 @@ func forward(_ dir: String) throws {
     let host = lab.hostNamespace
 
     // The server, a child in the server's namespace.
-    var pid: pid_t = 0
-    let words: [String] = ["ip", "netns", "exec", serverNS, me, "tcp-server", serverAddr, "\(port)", "\(deniedPort)"]
-    let argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) } + [nil]
-    guard withSpawnAttributes({ posix_spawnp(&pid, "ip", nil, $0, argv, environ) }) == 0 else { fail("cannot start tcp-server") }
-    argv.forEach { free($0) }
+    let pid = startChild(["ip", "netns", "exec", serverNS, me, "tcp-server", serverAddr, "\(port)", "\(deniedPort)"])
     defer { stopChild(pid) }
     usleep(300_000)
 

@@ -7,6 +7,7 @@
 // Needs root (network namespaces). Never touches the host's ruleset.
 import BulkheadNetfilter
 import BulkheadRuleset
+import BulkheadSpawn
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -80,19 +81,13 @@ struct ChildResult {
     var maxRSSKiB: Int
 }
 
-/// Spawn attributes that give a child default signal dispositions and an empty signal mask,
-/// whatever this process's threads block or ignore (so SIGTERM stops the agent and tcp-server).
-func withSpawnAttributes<T>(_ body: (UnsafePointer<posix_spawnattr_t>) -> T) -> T {
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var none = sigset_t(), all = sigset_t()
-    sigemptyset(&none)
-    sigfillset(&all)
-    posix_spawnattr_setsigmask(&attr, &none)
-    posix_spawnattr_setsigdefault(&attr, &all)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    return withUnsafePointer(to: &attr) { body($0) }
+/// Starts a child with a clean signal setup (`Spawn`: so SIGTERM stops the agent and tcp-server).
+func startChild(_ args: [String], stdout: Spawn.Redirect = .inherit, stderr: Spawn.Redirect = .inherit) -> pid_t {
+    do {
+        return try Spawn.start(args, stdout: stdout, stderr: stderr)
+    } catch {
+        fail("\(error)")
+    }
 }
 
 /// Sends SIGTERM, then SIGKILL if the child has not exited within `grace`, and reaps it.
@@ -111,22 +106,11 @@ func stopChild(_ pid: pid_t, grace: Double = 5) {
 
 /// Runs a child and reports its own peak RSS (wait4 rusage: the child and what it waited for).
 func runChild(_ args: [String], stdout toNull: Bool = true) -> ChildResult {
-    var pid: pid_t = 0
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    if toNull { posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) }
-    let argv = args.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
     let start = ContinuousClock.now
-    let rc = withSpawnAttributes { posix_spawnp(&pid, args[0], &actions, $0, argv, environ) }
-    posix_spawn_file_actions_destroy(&actions)
-    guard rc == 0 else { fail("cannot run \(args[0]): \(String(cString: strerror(rc)))") }
-    var status: Int32 = 0
-    var usage = rusage()
-    while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+    let pid = startChild(args, stdout: toNull ? .null : .inherit)
+    let ended = Spawn.wait(pid)
     let wall = seconds(ContinuousClock.now - start)
-    let exited = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return ChildResult(status: exited, wall: wall, maxRSSKiB: Int(usage.ru_maxrss))
+    return ChildResult(status: ended.status, wall: wall, maxRSSKiB: Int(ended.usage.ru_maxrss))
 }
 
 func sh(_ args: [String]) {

@@ -1,3 +1,4 @@
+import BulkheadSpawn
 import BulkheadTestSupport
 import Foundation
 import Synchronization
@@ -20,7 +21,7 @@ let bulkheadBinary: String = {
 /// `bulkhead agent …` running as a process of its own, as systemd runs it: its stdout and stderr
 /// (the log) are collected while it runs, signals go to its pid, and its exit status is kept.
 ///
-/// posix_spawn with an empty signal mask, like `Command`: the test's threads block SIGTERM and
+/// Started by `Spawn` (empty signal mask, like `Command`): the test's threads block SIGTERM and
 /// SIGINT, and a child that inherited that mask would never see the signals this test sends.
 final class AgentProcess: Sendable {
     let pid: pid_t
@@ -36,31 +37,13 @@ final class AgentProcess: Sendable {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw TestSystem.Failure("pipe: errno \(errno)") }
         _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ([bulkheadBinary] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, bulkheadBinary, &actions, &attributes, argv, environ)
-        close(fds[1])
-        guard spawned == 0 else {
+        defer { close(fds[1]) }
+        do {
+            pid = try Spawn.start([bulkheadBinary] + arguments, stdin: .null, stdout: .descriptor(fds[1]), stderr: .descriptor(fds[1]))
+        } catch {
             close(fds[0])
-            throw TestSystem.Failure("posix_spawn \(bulkheadBinary): errno \(spawned)")
+            throw TestSystem.Failure("\(error)")
         }
-        self.pid = pid
         let readFD = fds[0]
         // Threads of their own: both block (read, waitpid) and must not hold the cooperative pool.
         Thread { [self] in
@@ -78,10 +61,7 @@ final class AgentProcess: Sendable {
             close(readFD)
         }.start()
         Thread { [self, pid] in
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            // WIFEXITED / WEXITSTATUS, spelled out (they are macros); 128 + n for signal n.
-            let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+            let code = Spawn.wait(pid).status
             self.exit.withLock { $0 = code }
         }.start()
     }

@@ -1,3 +1,4 @@
+import BulkheadSpawn
 import BulkheadTestSupport
 import Foundation
 #if canImport(Glibc)
@@ -34,33 +35,17 @@ enum Command {
         // (pipe2 is not visible from Swift; the window before FD_CLOEXEC only matters to a child
         // spawned in between, which would hold the pipe until it exits.)
         for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        let argv = (["/usr/bin/env"] + args).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
         // The spawning thread blocks signals (the Swift runtime's threads do); a child inherits
-        // that mask, and `docker exec` with SIGCHLD blocked never returns. Start it clean.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, "/usr/bin/env", &actions, &attributes, argv, environ)
+        // that mask, and `docker exec` with SIGCHLD blocked never returns: `Spawn` starts it clean.
+        let pid: pid_t
+        do {
+            pid = try Spawn.start(["/usr/bin/env"] + args, stdin: .null, stdout: .descriptor(outPipe[1]), stderr: .descriptor(errPipe[1]))
+        } catch {
+            close(outPipe[0]); close(errPipe[0]); close(outPipe[1]); close(errPipe[1])
+            throw TestSystem.Failure("\(error)")
+        }
         close(outPipe[1])
         close(errPipe[1])
-        guard spawned == 0 else {
-            close(outPipe[0]); close(errPipe[0])
-            throw TestSystem.Failure("posix_spawn \(args.joined(separator: " ")): errno \(spawned)")
-        }
         // Both pipes at once, so a chatty command cannot fill one and block.
         final class Box: @unchecked Sendable { var data: [UInt8] = [] }  // written once, read after the join
         let err = Box()
@@ -74,10 +59,7 @@ enum Command {
         let out = readAll(outPipe[0])
         done.wait()
         close(outPipe[0]); close(errPipe[0])
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        // WIFEXITED / WEXITSTATUS, spelled out (they are macros).
-        let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let exit = Spawn.wait(pid).status
         return Output(status: exit, out: String(decoding: out, as: UTF8.self), err: String(decoding: err.data, as: UTF8.self))
     }
 
