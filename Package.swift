@@ -35,9 +35,12 @@ let package = Package(
         // Prometheus labels, logs): one owner per destination, no dependencies.
         .target(name: "BulkheadEscaping"),
         .target(name: "BulkheadYAML", dependencies: ["CYAML"]),
-        .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML"]),
+        // IP addresses and prefixes, both families and each one alone: the one address model of
+        // the inventory and the ruleset model (both re-export it). No dependencies.
+        .target(name: "BulkheadAddress"),
+        .target(name: "BulkheadInventory", dependencies: ["BulkheadYAML", "BulkheadAddress"]),
         .target(name: "BulkheadPolicy", dependencies: ["BulkheadYAML", "BulkheadInventory"]),
-        .target(name: "BulkheadRuleset"),
+        .target(name: "BulkheadRuleset", dependencies: ["BulkheadAddress"]),
         // The names and rule comments of our tables, built and parsed in one place (`TableLayout`).
         .target(name: "BulkheadLayout", dependencies: ["BulkheadPolicy", "BulkheadRuleset"]),
         // Connection tracking as a model, a protocol and a fake; the netlink side is in BulkheadNetfilter.
@@ -122,6 +125,7 @@ let package = Package(
             "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadSpawn",
         ]),
         .testTarget(name: "BulkheadSpawnTests", dependencies: ["BulkheadSpawn"]),
+        .testTarget(name: "BulkheadAddressTests", dependencies: ["BulkheadAddress"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )
