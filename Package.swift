@@ -30,6 +30,8 @@ let package = Package(
         ),
         // Kernel and libnftnl macros, wrapped as functions so Swift never re-derives them.
         .target(name: "CNetfilterShim", dependencies: ["CNetfilter"]),
+        // Entering a network namespace (setns through the shim): the netlink sockets and the lab's.
+        .target(name: "BulkheadNamespace", dependencies: ["CNetfilterShim"]),
 
         // Escaping for every byte that leaves the process (terminal, workflow commands, JSON,
         // Prometheus labels, logs): one owner per destination, no dependencies.
@@ -66,8 +68,8 @@ let package = Package(
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
-        .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy"]),
-        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "BulkheadConntrack", "CNetfilter", "CNetfilterShim"]),
+        .target(name: "BulkheadLab", dependencies: ["BulkheadInventory", "BulkheadPolicy", "BulkheadNamespace"]),
+        .target(name: "BulkheadNetfilter", dependencies: ["BulkheadRuleset", "BulkheadInventory", "BulkheadConntrack", "BulkheadNamespace", "CNetfilter", "CNetfilterShim"]),
         .executableTarget(
             name: "bulkhead",
             dependencies: [
@@ -126,6 +128,7 @@ let package = Package(
         ]),
         .testTarget(name: "BulkheadSpawnTests", dependencies: ["BulkheadSpawn"]),
         .testTarget(name: "BulkheadAddressTests", dependencies: ["BulkheadAddress"]),
+        .testTarget(name: "BulkheadNamespaceTests", dependencies: ["BulkheadNamespace", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadLabTests", dependencies: ["BulkheadLab", "BulkheadInventory", "BulkheadPolicy"]),
     ]
 )

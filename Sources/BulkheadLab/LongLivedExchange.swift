@@ -50,8 +50,8 @@ public final class LongLivedExchange: @unchecked Sendable {
         self.port = port
         let family = address.isIPv4 ? AF_INET : AF_INET6
         let type = Int32(kind == .tcp ? SOCK_STREAM.rawValue : SOCK_DGRAM.rawValue)
-        let serverNS = try NetworkNamespace(named: serverNamespace)
-        let clientNS = try NetworkNamespace(named: clientNamespace)
+        let serverNS = try NamespaceHandle(named: serverNamespace)
+        let clientNS = try NamespaceHandle(named: clientNamespace)
         let listening = try serverNS.socket(domain: family, type: type, protocol: 0)
         var one: Int32 = 1
         _ = setsockopt(listening.raw, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))

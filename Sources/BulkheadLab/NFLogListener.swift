@@ -29,7 +29,7 @@ public final class NFLogListener: @unchecked Sendable {
     /// Opens the socket in `namespace` (one of `lab`'s) and binds `group` there.
     public init(lab: Lab, namespace: String, group: UInt16) throws(LabError) {
         guard lab.layout.namespaces.contains(namespace) else { throw .foreignNamespace(namespace, lab: lab.name) }
-        let ns = try NetworkNamespace(named: namespace)
+        let ns = try NamespaceHandle(named: namespace)
         fd = try ns.socket(domain: AF_NETLINK, type: Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), protocol: Self.netlinkNetfilter)
         self.namespace = namespace
         self.group = group

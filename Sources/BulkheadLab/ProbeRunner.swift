@@ -98,13 +98,13 @@ public final class ProbeRunner: @unchecked Sendable {
     ///   probes are results, not errors.
     public func run(_ probes: [Probe]) throws -> [ProbeResult] {
         let layout = lab.layout
-        var namespaces: [Party: NetworkNamespace] = [:]
+        var namespaces: [Party: NamespaceHandle] = [:]
         var sources: [Party: (v4: IPAddress?, v6: IPAddress?)] = [:]
         for p in probes {
             if case .other = p.traffic { throw ProbeError.unsupportedTraffic(p) }
             if namespaces[p.from] == nil {
                 guard let name = lab.namespace(of: p.from) else { throw ProbeError.unknownParty(p.from) }
-                do { namespaces[p.from] = try NetworkNamespace(named: name) } catch { throw ProbeError.lab(error) }
+                do { namespaces[p.from] = try NamespaceHandle(named: name) } catch { throw ProbeError.lab(error) }
             }
             if p.from == .world {
                 // The world owns several addresses; sending from the first of the family keeps results
@@ -128,7 +128,7 @@ public final class ProbeRunner: @unchecked Sendable {
 /// The sockets and state of one `run` call. Single-threaded: only the calling thread touches it.
 private final class ProbeBatch {
     let probes: [Probe]
-    let namespaces: [Party: NetworkNamespace]
+    let namespaces: [Party: NamespaceHandle]
     let sources: [Party: (v4: IPAddress?, v6: IPAddress?)]
     let timeout: UInt64
     let maxInFlight: Int
@@ -149,7 +149,7 @@ private final class ProbeBatch {
     var echoes: [EchoKey: Echo] = [:]
     var buffer = [UInt8](repeating: 0, count: 2048)
 
-    init(probes: [Probe], namespaces: [Party: NetworkNamespace], sources: [Party: (v4: IPAddress?, v6: IPAddress?)],
+    init(probes: [Probe], namespaces: [Party: NamespaceHandle], sources: [Party: (v4: IPAddress?, v6: IPAddress?)],
          options: ProbeRunner.Options, id: UInt16) {
         self.probes = probes
         self.namespaces = namespaces
@@ -240,7 +240,7 @@ private final class ProbeBatch {
         return fd.bind(SocketAddress(s))
     }
 
-    private func icmpSocket(_ key: ICMPSocketKey, ns: NetworkNamespace, probe: Probe) throws -> FileDescriptor {
+    private func icmpSocket(_ key: ICMPSocketKey, ns: NamespaceHandle, probe: Probe) throws -> FileDescriptor {
         if let fd = icmpSockets[key] { return fd }
         let fd = try ns.socket(domain: key.ipv6 ? AF_INET6 : AF_INET, type: socketRaw,
                                protocol: key.ipv6 ? Int32(IPPROTO_ICMPV6) : Int32(IPPROTO_ICMP))

@@ -22,7 +22,7 @@ public final class ProbeServer: @unchecked Sendable {
 
     /// Listens on TCP and UDP ports, v4 and v6, in a lab namespace. Ports already served there are kept.
     public func listen(inNamespace namespace: String, tcp: Set<UInt16> = [], udp: Set<UInt16> = []) throws {
-        try loop.listen(in: NetworkNamespace(named: namespace), tcp: tcp, udp: udp)
+        try loop.listen(in: NamespaceHandle(named: namespace), tcp: tcp, udp: udp)
     }
 
     /// Closes every socket served in a namespace (for example before removing a container).
@@ -220,7 +220,7 @@ private final class ServerLoop: @unchecked Sendable {
 
     var socketCount: Int { lock.withLock { sockets.count } }
 
-    func listen(in ns: NetworkNamespace, tcp: Set<UInt16>, udp: Set<UInt16>) throws {
+    func listen(in ns: NamespaceHandle, tcp: Set<UInt16>, udp: Set<UInt16>) throws {
         var added: [ServerKey: ServerSocket] = [:]
         let existing = lock.withLock { Set(sockets.keys) }
         for (isTCP, ports) in [(true, tcp), (false, udp)] {
@@ -240,7 +240,7 @@ private final class ServerLoop: @unchecked Sendable {
         wake()
     }
 
-    private func makeSocket(in ns: NetworkNamespace, ipv6: Bool, tcp: Bool, port: UInt16) throws -> ServerSocket {
+    private func makeSocket(in ns: NamespaceHandle, ipv6: Bool, tcp: Bool, port: UInt16) throws -> ServerSocket {
         let family = ipv6 ? AF_INET6 : AF_INET
         let fd = try ns.socket(domain: family, type: tcp ? socketStream : socketDatagram, protocol: 0)
         let what = "\(tcp ? "tcp" : "udp")/\(port) \(ipv6 ? "[::]" : "0.0.0.0") in \(ns.name)"

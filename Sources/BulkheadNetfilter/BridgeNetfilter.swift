@@ -28,7 +28,7 @@ public enum BridgeNetfilter {
             }
             return changed
         }
-        if let namespace { return try NetworkNamespace.withEntered(namespace, body) }
+        if let namespace { return try withNamespaceEntered(namespace, body) }
         return try body()
     }
 

@@ -34,7 +34,7 @@ public enum LinkTable {
     public static func dump(namespace: String? = nil) throws -> [LinkInfo] {
         let fd: Int32
         if let namespace {
-            fd = try NetworkNamespace.withEntered(namespace) { try openSocket() }
+            fd = try withNamespaceEntered(namespace) { try openSocket() }
         } else {
             fd = try openSocket()
         }

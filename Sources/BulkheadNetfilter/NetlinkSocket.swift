@@ -1,5 +1,6 @@
 import CNetfilter
 import CNetfilterShim
+import BulkheadNamespace
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,7 +40,7 @@ public final class NetfilterSocket: NetlinkTransport {
         self.namespace = namespace
         let handle: OpaquePointer
         if let namespace {
-            handle = try NetworkNamespace.withEntered(namespace) { try Self.openSocket() }
+            handle = try withNamespaceEntered(namespace) { try Self.openSocket() }
         } else {
             handle = try Self.openSocket()
         }
@@ -154,37 +155,22 @@ public final class NetfilterSocket: NetlinkTransport {
     }
 }
 
-/// Entering a named network namespace for the duration of a synchronous call.
-public enum NetworkNamespace {
-    /// Runs `body` with the calling thread inside network namespace `name` and returns to the
-    /// original namespace before returning. `body` must be synchronous: `setns` affects only
-    /// the calling thread, so there must be no suspension point in between.
-    public static func withEntered<T>(_ name: String, _ body: () throws -> T) throws -> T {
-        let path = name.hasPrefix("/") ? name : "/var/run/netns/\(name)"
-        let original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
-        if original < 0 {
-            throw NetfilterError.namespace(name: name, errno: errno, step: "opening /proc/thread-self/ns/net")
+/// `NetworkNamespace.withEntered`, its failures as `NetfilterError`s.
+func withNamespaceEntered<T>(_ namespace: String, _ body: () throws -> T) throws -> T {
+    do {
+        return try NetworkNamespace.withEntered(namespace, body)
+    } catch let failure as NetworkNamespace.Failure {
+        throw NetfilterError(failure)
+    }
+}
+
+extension NetfilterError {
+    /// The netlink socket's view of a namespace it could not enter (`NetworkNamespace.Failure`).
+    init(_ failure: NetworkNamespace.Failure) {
+        if failure.call == "setns", failure.errno == EPERM {
+            self = .permissionDenied(operation: "entering network namespace \(failure.name) (setns needs CAP_SYS_ADMIN)")
+        } else {
+            self = .namespace(name: failure.name, errno: failure.errno, step: failure.call == "setns" ? "setns into \(failure.path)" : "opening \(failure.path)")
         }
-        defer { close(original) }
-        let target = open(path, O_RDONLY | O_CLOEXEC)
-        if target < 0 {
-            throw NetfilterError.namespace(name: name, errno: errno, step: "opening \(path)")
-        }
-        defer { close(target) }
-        if bh_setns_net(target) != 0 {
-            let err = errno
-            if err == EPERM {
-                throw NetfilterError.permissionDenied(operation: "entering network namespace \(name) (setns needs CAP_SYS_ADMIN)")
-            }
-            throw NetfilterError.namespace(name: name, errno: err, step: "setns into \(path)")
-        }
-        defer {
-            // A thread left in the wrong namespace would program the wrong firewall later:
-            // this cannot be reported and recovered from, so stop here.
-            if bh_setns_net(original) != 0 {
-                fatalError("could not return to the original network namespace after entering \(path): \(errnoText(errno))")
-            }
-        }
-        return try body()
     }
 }
