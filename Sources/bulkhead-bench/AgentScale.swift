@@ -28,7 +28,8 @@ func processCPUSeconds() -> Double {
     return Double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + Double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6
 }
 
-/// VmRSS and VmHWM (peak) of this process, in MiB.
+/// VmRSS and VmHWM (peak) of this process, in MiB. (The kernel updates VmHWM lazily: it can read
+/// a little below a VmRSS read earlier, so the peak reported is the larger of the two.)
 func residentMiB() -> (now: Double, peak: Double) {
     let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
     func kib(_ key: String) -> Double {
@@ -77,6 +78,8 @@ func agentScale(_ args: [String]) async throws {
         }
     }
 
+    // What the generated host itself holds, before any agent: the rest of the peak is the agent's.
+    let beforeAgent = residentMiB().now
     let ns = freshNamespace()
     var config = AgentConfiguration(policyPaths: [policyDir])
     config.listenPort = 0
@@ -156,7 +159,8 @@ func agentScale(_ args: [String]) async throws {
           ("wall_ms_max", resyncs.map(\.wallMs).max()!), ("operations", resyncs.map(\.operations).reduce(0, +)),
           ("interval_s", seconds(resyncInterval)), ("target", "<= 300 ms CPU")])
     json([("bench", "agent.scale_idle"), ("impl", "bulkhead agent"), ("containers", source.containerCount),
-          ("window_s", window), ("cpu_fraction_of_one_core", idleCPU), ("rss_mb", memory.now), ("peak_rss_mb", residentMiB().peak),
+          ("window_s", window), ("cpu_fraction_of_one_core", idleCPU), ("rss_mb", memory.now), ("peak_rss_mb", max(memory.now, residentMiB().peak)),
+          ("rss_before_agent_mb", beforeAgent),
           ("target", "CPU about 0 between resyncs, peak RSS <= 150 MB")])
     phases.enter("stop", within: .seconds(30))
     agentTask.cancel()
