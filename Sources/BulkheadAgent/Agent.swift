@@ -39,6 +39,10 @@ public struct AgentConfiguration: Sendable {
     public var http = HTTPEndpoint.Limits()
     /// A policy reload still running after this long is reported as stalled (log, metric, /readyz).
     public var policyReloadTimeout: Duration = .seconds(10)
+    /// The clock of the agent's timers: resync period, generation watch, retry backoffs, hedged
+    /// reads, pending ports, counter refresh (tests inject a manual one and advance it instead
+    /// of waiting real time). Policy files are polled on real time: they are read on a thread.
+    public var clock: any Clock<Duration> = ContinuousClock()
     /// Reads the policy files a walk found (tests inject a slow one).
     public var loadPolicyFiles: @Sendable (PolicyFiles) -> PolicyLoader.Result = { PolicyLoader.load($0) }
 
@@ -75,8 +79,17 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// Requests to the source follower: `.resync` takes a full snapshot; `.docker` reads again the
     /// containers whose ports are pending.
     let sourceRequests = TriggerBox()
+    /// Scrapes of `/metrics` ask for the kernel's rule counters here; `refreshCounters` reads them.
+    let counterRequests = TriggerBox()
+    /// Every netlink call (commit, dump, generation, conntrack) runs here: never on the
+    /// cooperative pool nor on an event loop (`NetlinkQueue`).
+    let netlink = NetlinkQueue()
     let planner: Planner
     private let state = Mutex(State())
+    /// What was last committed and the decisions made from it (`Reconciler`: pure). Only the
+    /// reconcile loop uses it, one reconcile at a time; kept apart from `state` so its tables
+    /// are changed in place, never copied.
+    private let reconciler: Mutex<Reconciler>
     /// Called with the bound HTTP port once listening (tests use port 0).
     let onListening: @Sendable (Int) -> Void
     /// Called after every successful reconcile (benchmarks and tests time commits with it).
@@ -99,9 +112,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         var dockerUp = false
         /// What `/readyz` says while it does not.
         var sourceOutage: String?
-        var lastApplied: Table?
-        /// `bridge bulkhead` as we last wrote it (nil with `lastApplied`).
-        var lastAppliedBridge: Table?
+        /// Keys of the index entries that changed since the last reconcile took them.
+        var dirty: Set<String> = []
+        /// Whether a full snapshot replaced the index since the last reconcile took it.
+        var indexReplaced = false
         var lastGeneration: UInt32?
         var reconciledOnce = false
         /// Whether this process has claimed the table (owner flag) since it started.
@@ -133,6 +147,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             planner.ownershipFlags = managing.managedTableFlags
         }
         self.planner = planner
+        self.reconciler = Mutex(Reconciler(planner: planner))
         self.onListening = onListening
         self.onReconciled = onReconciled
         describeMetrics()
@@ -162,6 +177,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     group.addTask { await self.periodicResync() }
                     group.addTask { await self.reconcileLoop() }
                     group.addTask { await self.bindPendingPorts() }
+                    group.addTask { await self.refreshCounters() }
                 }
             }
         } catch is CancellationError {
@@ -178,7 +194,8 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                                     onOpenCount: { [metrics] open in metrics.set("bulkhead_http_connections", Double(open)) }) { [self] path in
             switch path {
             case "/metrics":
-                refreshKernelCounters()
+                // From the last snapshot of the counters: a scrape never waits on netlink.
+                counterRequests.signal(.resync)
                 return .init(contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
             case "/healthz":
                 return .init(body: "ok\n")
@@ -276,7 +293,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 metrics.set("bulkhead_docker_up", 0)
                 metrics.increment("bulkhead_source_gaps_total")
                 logger.warning("container source unusable; keeping the last rules, retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
-                try? await Task.sleep(for: backoff)
+                try? await configuration.clock.sleep(for: backoff)
                 backoff = min(backoff * 2, configuration.maximumBackoff)
             }
         }
@@ -297,6 +314,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 inventory.containers.removeAll { s.departed.contains(EndpointIndex.key(of: $0)) }
             }
             s.index = EndpointIndex(inventory)
+            s.indexReplaced = true
             s.pendingPorts = Self.pendingPorts(inventory)
             defer { s.dockerUp = true; s.sourceOutage = nil }
             return (!s.dockerUp, !s.pendingPorts.isEmpty)
@@ -334,7 +352,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             if container == nil { s.departed.insert(key) } else { s.departed.remove(key) }
             s.pendingPorts.remove(key)
             if let container, Self.hasPendingPorts(container, s.index?.networks ?? []) { s.pendingPorts.insert(key) }
-            return s.index?.update(key, to: container) ?? false
+            let changed = s.index?.update(key, to: container) ?? false
+            if changed { s.dirty.insert(key) }
+            return changed
         }
         if state.withLock({ !$0.pendingPorts.isEmpty }) { portTriggers.signal(.docker) }
         if changed { triggers.signal(.docker) }
@@ -363,13 +383,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     /// new one on a fresh connection when the old one hangs. Throws when every attempt failed.
     func hedged<T: Sendable>(_ what: String, _ read: @escaping @Sendable () async throws -> T) async throws -> T {
         let interval = configuration.listHedgeInterval
+        let clock = configuration.clock
         typealias Step = HedgeStep<T>
         return try await withThrowingTaskGroup(of: Step.self) { group in
             let attempt: @Sendable () async -> Step = {
                 do { return .answer(.success(try await read())) } catch { return .answer(.failure(error)) }
             }
             let tick: @Sendable () async -> Step = {
-                try? await Task.sleep(for: interval)
+                try? await clock.sleep(for: interval)
                 return .tick
             }
             group.addTask(operation: attempt)
@@ -491,9 +512,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     func watchGeneration() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.generationPollInterval)
+            try? await configuration.clock.sleep(for: configuration.generationPollInterval)
             if Task.isCancelled { return }
-            guard let generation = try? backend.generation() else { continue }
+            let backend = self.backend
+            guard let generation = try? await netlink.run({ try backend.generation() }) else { continue }
             let moved = state.withLock { s in s.lastGeneration != nil && s.lastGeneration != generation }
             if moved { triggers.signal(.generation) }
         }
@@ -510,7 +532,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             if await portTriggers.next().isEmpty { return }  // cancelled
             var delay = Duration.milliseconds(50)
             while !Task.isCancelled {
-                try? await Task.sleep(for: delay)
+                try? await configuration.clock.sleep(for: delay)
                 if Task.isCancelled { return }
                 guard state.withLock({ !$0.pendingPorts.isEmpty }) else { break }
                 sourceRequests.signal(.docker)
@@ -531,7 +553,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     func periodicResync() async {
         while !Task.isCancelled {
-            try? await Task.sleep(for: configuration.resyncInterval)
+            try? await configuration.clock.sleep(for: configuration.resyncInterval)
             if Task.isCancelled { return }
             // A full snapshot first (an event stream may have gone quiet without ending); the
             // follower then asks for the reconcile that compares with the kernel.
@@ -548,7 +570,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             // Retries wait out the backoff, unless Docker answers again or the policies change
             // meanwhile: those reconcile at once (the backoff is capped for the same reason).
             while !Task.isCancelled, await !reconcile(attempt) {
-                attempt = await triggers.next(afterBackoff: backoff, unless: [.reachable, .policy])
+                attempt = await triggers.next(afterBackoff: backoff, unless: [.reachable, .policy], clock: configuration.clock)
                 backoff = min(backoff * 2, configuration.maximumBackoff)
             }
             backoff = configuration.minimumBackoff
@@ -557,7 +579,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     // MARK: - Reconcile
 
-    /// One reconcile. Returns false when it should be retried.
+    /// One reconcile: the I/O around one `Reconciler` step. Returns false when it should be retried.
+    ///
+    /// What it asks the reconciler for: a comparison with the kernel (tables dumped here) at
+    /// start-up, on resync, when another program committed and after a failure; a full compile
+    /// against what it last committed when the policies changed or a snapshot replaced the
+    /// index; otherwise the element operations for the containers whose index entries changed
+    /// (no compile). The semantic diff (grants read back out of both tables) runs only when its
+    /// result is logged: a policy change, the first reconcile, drift.
     @discardableResult
     func reconcile(_ reasons: Set<ReconcileReason>) async -> Bool {
         let clock = ContinuousClock()
@@ -566,29 +595,33 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
         // The endpoint index is kept by `followSource` (per event, or from a full snapshot at
         // start-up, after a gap and on resync): a reconcile never reads the source itself.
-        let (policies, inventory, cached, cachedBridge, lastGeneration) = state.withLock {
-            ($0.policies, $0.inventory, $0.lastApplied, $0.lastAppliedBridge, $0.lastGeneration)
+        let taken = state.withLock { s -> (PolicySet, EndpointIndex, Set<String>, Bool, UInt32?)? in
+            guard let policies = s.policies, let index = s.index else { return nil }
+            defer { s.dirty = []; s.indexReplaced = false }
+            return (policies, index, s.dirty, s.indexReplaced, s.lastGeneration)
         }
-        guard let policies, let inventory else {
-            logger.info("waiting before programming anything", metadata: ["policies": "\(policies != nil)", "inventory": "\(inventory != nil)"])
+        guard let (policies, index, dirty, replaced, lastGeneration) = taken else {
+            let (p, i) = state.withLock { ($0.policies != nil, $0.index != nil) }
+            logger.info("waiting before programming anything", metadata: ["policies": "\(p)", "inventory": "\(i)"])
             return true
         }
         // Compare with the kernel itself at start-up, on resync, when someone else committed, and
         // after a failure; otherwise with what we last wrote (the table is ours: owner flag).
-        let compareWithKernel = cached == nil || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
+        let hasRecord = reconciler.withLock { $0.hasRecord }
+        let compareWithKernel = !hasRecord || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
         do {
-            var plan: Plan
-            var drift: Plan?
+            let change: Reconciler.Change
             if compareWithKernel {
-                let generation = try backend.generation()
-                let live = try backend.dump(table: Planner.tableID)
-                let bridgeLive = try backend.dump(table: Planner.bridgeTableID)
-                plan = try planner.plan(policies: policies, inventory: inventory, live: live, bridgeLive: bridgeLive,
-                                        baseline: .kernel(generation: generation))
-                if let cached, lastGeneration != nil {
-                    let expected = try Diff.between(desired: cached, live: live, table: Planner.tableID)
-                    let expectedBridge = try Diff.between(desired: cachedBridge, live: bridgeLive, table: Planner.bridgeTableID)
-                    if !expected.isEmpty || !expectedBridge.isEmpty { drift = plan }
+                let adopted = state.withLock { $0.adopted }
+                let (live, bridgeLive, generation) = try await netlink.run { [self] () throws -> (Table?, Table?, UInt32) in
+                    var generation = try backend.generation()
+                    let live = try backend.dump(table: Planner.tableID)
+                    let bridgeLive = try backend.dump(table: Planner.bridgeTableID)
+                    if !adopted, let claimed = try adoptTable(live: live, bridgeLive: bridgeLive) {
+                        state.withLock { $0.adopted = true }
+                        generation = claimed
+                    }
+                    return (live, bridgeLive, generation)
                 }
                 // Claim an existing table once per process. Not tied to the `startup` reason: that
                 // one is usually spent waiting for the first container list, and a table that
@@ -596,30 +629,36 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 // Claimed before any change, not in the change's batch: a batch that changes only
                 // the bridge table (a port binding) re-sends only that table's header, and the
                 // inet table stayed orphaned — deletable by anyone — for as long as the agent ran.
-                if !state.withLock({ $0.adopted }), let adopted = try adoptTable(live: live, bridgeLive: bridgeLive) {
-                    state.withLock { $0.adopted = true }
-                    plan.baseline = .kernel(generation: adopted)
-                }
+                change = .kernel(live: live, bridgeLive: bridgeLive, generation: generation)
+            } else if reasons.contains(.policy) {
+                change = .policiesChanged
+            } else if replaced {
+                change = .snapshot
             } else {
-                plan = try planner.plan(policies: policies, inventory: inventory, live: cached, bridgeLive: cachedBridge,
-                                        baseline: .kernel(generation: lastGeneration ?? 0))
+                change = .containers(dirty)
+            }
+            let describing = !hasRecord || reasons.contains(.policy)
+            let step = try reconciler.withLock { try $0.step(policies: policies, index: index, change: change, describing: describing) }
+            if step.kind == .full {
+                metrics.increment("bulkhead_full_compiles_total", labels: ["cause": Self.compileCause(change, fallback: step.fallback != nil)])
+            }
+            if let reason = step.fallback {
+                logger.debug("container change needs the full plan", metadata: ["reason": "\(reason)"])
             }
             var generation = lastGeneration
-            if plan.hasChanges {
+            if step.hasChanges {
                 // With a kernel read, the generation check makes a concurrent writer fail the commit
-                // (we retry); with our own cached view the table's owner flag already excludes others.
-                generation = try backend.apply(plan.transactions, expectedGeneration: compareWithKernel ? plan.baselineGeneration : nil)
+                // (we retry); with our own record the table's owner flag already excludes others.
+                let (backend, transactions, expected) = (self.backend, step.transactions, step.expectedGeneration)
+                generation = try await netlink.run { try backend.apply(transactions, expectedGeneration: expected) }
             } else if compareWithKernel {
-                generation = plan.baselineGeneration
+                generation = step.expectedGeneration
             }
-            let desired = plan.desired, desiredBridge = plan.bridgeDesired
-            let evaluator = Evaluator(policies: policies, inventory: inventory)
-            let membership = evaluator.membership
-            let managed = inventory.containers.filter { !(membership[$0.name] ?? []).isEmpty }.count
-            let (failures, rejected) = (plan.failures, plan.rejectedAddresses)
+            let (managed, failures, rejected) = reconciler.withLock { r in
+                r.record(step, generation: generation)
+                return (r.applied?.managed ?? 0, r.applied?.failures ?? [], r.applied?.rejectedAddresses ?? [])
+            }
             let (failuresChanged, rejectionsChanged) = state.withLock { s in
-                s.lastApplied = desired
-                s.lastAppliedBridge = desiredBridge
                 s.lastGeneration = generation
                 s.reconciledOnce = true
                 s.adopted = true
@@ -627,14 +666,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 (s.failures, s.rejectedAddresses) = (failures, rejected)
                 return changed
             }
-            reportEnrolment(plan, failuresChanged: failuresChanged, rejectionsChanged: rejectionsChanged)
+            reportEnrolment(failures: failures, rejected: rejected, failuresChanged: failuresChanged, rejectionsChanged: rejectionsChanged)
             let seconds = Double((clock.now - started).components.attoseconds) / 1e18 + Double((clock.now - started).components.seconds)
             metrics.increment("bulkhead_reconciles_total", labels: ["result": "success"])
             metrics.observe("bulkhead_reconcile_duration_seconds", seconds, buckets: [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
             metrics.set("bulkhead_last_success_timestamp_seconds", Date().timeIntervalSince1970)
-            metrics.increment("bulkhead_operations_applied_total", by: Double(plan.operationCount))
+            metrics.increment("bulkhead_operations_applied_total", by: Double(step.operationCount))
             metrics.set("bulkhead_managed_containers", Double(managed))
-            for (table, change) in [(Planner.tableID, plan.tableChange), (Planner.bridgeTableID, plan.bridgeTableChange)] {
+            let plan = step.plan
+            for (table, change) in [(Planner.tableID, plan?.tableChange), (Planner.bridgeTableID, plan?.bridgeTableChange)] {
                 switch change {
                 case .replace(let was, let now)?:
                     metrics.increment("bulkhead_table_repairs_total", labels: ["kind": "replaced"])
@@ -650,7 +690,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     break
                 }
             }
-            if let drift, drift.hasChanges {
+            if step.drift, let drift = plan, drift.hasChanges {
                 metrics.increment("bulkhead_drift_repairs_total")
                 logger.warning("drift repaired: our table had been changed behind our back", metadata: [
                     "operations": "\(drift.operationCount)",
@@ -659,25 +699,29 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     "foreign_rules": "\(drift.foreignRules.count)",
                 ])
             }
-            onReconciled(ReconcileReport(reasons: reasons, operations: plan.operationCount,
-                                         containers: inventory.containers.map(\.name), finishedAt: Date(), seconds: seconds,
-                                         script: plan.operationCount > 0 && plan.operationCount <= 20 ? plan.transactions.map(\.description).joined() : ""))
+            onReconciled(ReconcileReport(reasons: reasons, operations: step.operationCount, index: index,
+                                         finishedAt: Date(), seconds: seconds,
+                                         script: step.operationCount > 0 && step.operationCount <= 20 ? step.transactions.map(\.description).joined() : "",
+                                         fullCompile: step.kind == .full))
             logger.info("reconciled", metadata: [
                 "reasons": "\(reasonText)",
-                "operations": "\(plan.operationCount)",
-                "opened": "\(plan.opened.count)", "closed": "\(plan.closed.count)",
-                "membership_changes": "\(plan.membership.count)",
+                "operations": "\(step.operationCount)",
+                "opened": "\(plan?.opened.count ?? 0)", "closed": "\(plan?.closed.count ?? 0)",
+                "membership_changes": "\(plan.map { $0.membership.count } ?? step.membershipChanges)",
                 "duration_ms": "\(String(format: "%.2f", seconds * 1000))",
             ])
             // After the kernel's ack (cut earlier, a connection would re-open under the old rules)
-            // and outside the measured commit, only when something changed: a flow closed, a
-            // container left or changed service.
-            if plan.hasChanges, let connections {
-                revokeConnections(connections, evaluator: evaluator)
+            // and outside the measured commit, only when the change can close a flow: the
+            // policies changed, a container left or changed its service or addresses, or the
+            // kernel held something else. A container that only arrived closes nothing, so a
+            // burst of starts never dumps connection tracking.
+            if step.hasChanges, step.mayCloseFlows, let connections {
+                let evaluator = Evaluator(policies: policies, inventory: index.inventory)
+                await netlink.run { [self] in revokeConnections(connections, evaluator: evaluator) }
             }
             return true
         } catch {
-            state.withLock { $0.lastApplied = nil; $0.lastAppliedBridge = nil }  // read the kernel next time
+            reconciler.withLock { $0.forget() }  // read the kernel next time
             if RulesetError.isStaleGeneration(error) {
                 // Another program committed between our read and our write: the kernel refused the
                 // batch and nothing was written. Not a failure: read again now, without backoff.
@@ -691,6 +735,16 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 "error": "\(error)", "reasons": "\(reasonText)", "kind": "\(Self.failureKind(error))",
             ])
             return false
+        }
+    }
+
+    /// The `cause` label of `bulkhead_full_compiles_total`.
+    static func compileCause(_ change: Reconciler.Change, fallback: Bool) -> String {
+        switch change {
+        case .kernel: return "kernel"
+        case .policiesChanged: return "policy"
+        case .snapshot: return "snapshot"
+        case .containers: return fallback ? "container_fallback" : "container"
         }
     }
 
@@ -713,15 +767,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
 
     /// Never silent: identities that could not be programmed and addresses that are not enrolled
     /// are logged when they change, and counted in gauges.
-    func reportEnrolment(_ plan: Plan, failuresChanged: Bool, rejectionsChanged: Bool) {
-        metrics.set("bulkhead_identity_failures", Double(plan.failures.count))
-        metrics.set("bulkhead_rejected_addresses", Double(plan.rejectedAddresses.count))
+    func reportEnrolment(failures: [Compiler.IdentityFailure], rejected: [RejectedAddress], failuresChanged: Bool, rejectionsChanged: Bool) {
+        metrics.set("bulkhead_identity_failures", Double(failures.count))
+        metrics.set("bulkhead_rejected_addresses", Double(rejected.count))
         if failuresChanged {
-            for f in plan.failures { logger.error("identity quarantined", metadata: ["failure": "\(f)"]) }
-            if plan.failures.isEmpty { logger.info("every identity is programmed again") }
+            for f in failures { logger.error("identity quarantined", metadata: ["failure": "\(f)"]) }
+            if failures.isEmpty { logger.info("every identity is programmed again") }
         }
         if rejectionsChanged {
-            for r in plan.rejectedAddresses {
+            for r in rejected {
                 logger.warning("address not enrolled", metadata: ["container": "\(r.container)", "address": "\(r.address)",
                                                                  "network": "\(r.network)", "reason": "\(r.reasonText)"])
             }
@@ -758,6 +812,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
     // MARK: - Metrics
 
     func describeMetrics() {
+        metrics.describe("bulkhead_full_compiles_total", type: "counter", "Full compiles (compile and diff of the whole table) by cause: kernel (start-up, resync, another writer, retry), policy, snapshot, container_fallback (a container change that was more than elements).")
         metrics.describe("bulkhead_reconciles_total", type: "counter", "Reconciles by result (success, error, stale: another program committed first and the reconcile is read again).")
         metrics.describe("bulkhead_reconcile_duration_seconds", type: "histogram", "Time from trigger to the kernel's ack.")
         metrics.describe("bulkhead_last_success_timestamp_seconds", type: "gauge", "Unix time of the last successful reconcile.")
@@ -781,6 +836,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.describe("bulkhead_rejected_addresses", type: "gauge", "Container addresses not enrolled: outside their network's subnets, the host's, or claimed twice.")
         metrics.set("bulkhead_docker_up", 0)
         metrics.set("bulkhead_source_gaps_total", 0)
+        for cause in ["kernel", "policy", "snapshot", "container", "container_fallback"] { metrics.set("bulkhead_full_compiles_total", 0, labels: ["cause": cause]) }
         for kind in ["snapshot", "inspect"] { metrics.set("bulkhead_source_reads_total", 0, labels: ["kind": kind]) }
         metrics.set("bulkhead_policy_errors", 0)
         metrics.set("bulkhead_identity_failures", 0)
@@ -791,6 +847,23 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         metrics.set("bulkhead_http_connections", 0)
         for reason in HTTPEndpoint.CloseReason.allCases {
             metrics.set("bulkhead_http_connections_closed_total", 0, labels: ["reason": reason.rawValue])
+        }
+    }
+
+    /// Keeps the kernel's rule counters in the metrics while someone scrapes: a scrape asks, and
+    /// from then on the counters are read once a second (on the netlink queue) until a minute
+    /// passes without a scrape. A scrape answers from the last reading, at most about a second
+    /// old, and never waits on netlink; an agent nobody scrapes reads nothing.
+    func refreshCounters() async {
+        while !Task.isCancelled {
+            if await counterRequests.next().isEmpty { return }  // cancelled
+            var secondsSinceAsked = 0
+            while !Task.isCancelled {
+                await netlink.run { [self] in refreshKernelCounters() }
+                secondsSinceAsked = counterRequests.take().isEmpty ? secondsSinceAsked + 1 : 0
+                if secondsSinceAsked > 60 { break }
+                try? await configuration.clock.sleep(for: .seconds(1))
+            }
         }
     }
 
@@ -836,19 +909,19 @@ public struct ReconcileReport: Sendable {
     public var reasons: Set<ReconcileReason>
     /// nftables operations committed (0: the kernel already matched).
     public var operations: Int
-    /// Containers in the inventory it enforced.
-    public var containers: [String]
+    /// The endpoint index it enforced.
+    var index: EndpointIndex
+    /// Names of the containers in the index it enforced, sorted (computed when read: a reconcile
+    /// at 10,000 containers does not sort them for a report nobody reads).
+    public var containers: [String] { index.containers.values.map(\.name).sorted() }
     /// Wall-clock time of the kernel's ack.
     public var finishedAt: Date
     /// From the start of the reconcile to the ack.
     public var seconds: Double
     /// The nft script of a small change (at most 20 operations; empty otherwise), for logs and tests.
     public var script: String = ""
+    /// Whether it compiled the whole table (false: element operations for container changes only).
+    public var fullCompile: Bool = false
 }
 
-extension Plan {
-    var baselineGeneration: UInt32? {
-        if case .kernel(let g) = baseline { return g }
-        return nil
-    }
-}
+

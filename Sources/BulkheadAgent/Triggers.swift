@@ -52,11 +52,12 @@ final class TriggerBox: Sendable {
     /// earlier as soon as one of `urgent` arrives (Docker answering again must not wait out a
     /// backoff that grew while it did not). Other reasons wait: a burst of events while the list
     /// fails must not turn into a burst of lists against a struggling dockerd.
-    func next(afterBackoff backoff: Duration, unless urgent: Set<ReconcileReason>) async -> Set<ReconcileReason> {
+    func next(afterBackoff backoff: Duration, unless urgent: Set<ReconcileReason>,
+              clock: any Clock<Duration> = ContinuousClock()) async -> Set<ReconcileReason> {
         let woken = await withTaskGroup(of: Set<ReconcileReason>.self) { group in
             group.addTask { await self.next(wakingOn: urgent) }
             group.addTask {
-                try? await Task.sleep(for: backoff)
+                try? await clock.sleep(for: backoff)
                 return []
             }
             var taken = await group.next() ?? []

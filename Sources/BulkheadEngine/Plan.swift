@@ -174,7 +174,13 @@ public struct Planner: Sendable {
     /// - Parameters:
     ///   - live: `inet bulkhead` as the kernel (or our last commit) holds it; nil: absent.
     ///   - bridgeLive: `bridge bulkhead` likewise.
-    public func plan(policies: PolicySet, inventory: Inventory, live: Table?, bridgeLive: Table?, baseline: Plan.Baseline) throws -> Plan {
+    ///   - describing: whether to read the grants and memberships back out of both tables
+    ///     (`opened`, `closed`, `membership`, the decompiler's foreign rules). That semantic diff
+    ///     costs about as much as the compile; the agent asks for it only when it logs it (a
+    ///     policy change, drift), `plan` always. Without it those fields are empty and
+    ///     `foreignRules` holds only the rules the backend could not decode.
+    public func plan(policies: PolicySet, inventory: Inventory, live: Table?, bridgeLive: Table?, baseline: Plan.Baseline,
+                     describing: Bool = true) throws -> Plan {
         let compiled = Compiler.compile(policies, inventory, options: options)
         var desired = compiled.table
         let tableChange = tableFlags(desired: &desired, live: live)
@@ -184,6 +190,17 @@ public struct Planner: Sendable {
         let bridgeTableChange = tableFlags(desired: &bridgeDesired, live: bridgeLive)
         let bridgeTransaction = try Diff.between(desired: bridgeDesired, live: bridgeLive, table: Self.bridgeTableID)
 
+        guard describing else {
+            var foreign: [Rule] = []
+            for rule in (live?.rules ?? []) + (bridgeLive?.rules ?? []) where rule.isUndecoded { foreign.append(rule) }
+            var plan = Plan(baseline: baseline, tableChange: tableChange, desired: desired, live: live, transaction: transaction,
+                            bridgeDesired: bridgeDesired, bridgeLive: bridgeLive, bridgeTransaction: bridgeTransaction,
+                            opened: [], closed: [], membership: [], foreignRules: foreign)
+            plan.bridgeTableChange = bridgeTableChange
+            plan.failures = compiled.failures
+            plan.rejectedAddresses = compiled.rejectedAddresses
+            return plan
+        }
         let evaluator = Evaluator(policies: policies, inventory: inventory)
         var containersOf: [ServiceRef: [String]] = [:]
         for (name, services) in evaluator.membership {

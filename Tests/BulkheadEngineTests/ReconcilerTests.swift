@@ -1,0 +1,245 @@
+import BulkheadCompiler
+import BulkheadEngine
+import BulkheadInventory
+import BulkheadPolicy
+import BulkheadRuleset
+import BulkheadSource
+import BulkheadTestSupport
+import Testing
+
+/// Issue 10, item 2: the pure reconciler. A container change is element operations only (no
+/// compile); policies, snapshots and comparisons with the kernel take the full plan; and every
+/// sequence of changes leaves the kernel where the full compile + diff would.
+@Suite struct ReconcilerTests {
+    static func policies(_ yaml: String) throws -> PolicySet {
+        let loaded = PolicyLoader.load(sources: [("r.yaml", Array(yaml.utf8))])
+        #expect(!loaded.hasErrors, "\(loaded.diagnostics.map(\.formatted))")
+        return loaded.policies
+    }
+
+    /// Commits `step` to `kernel` and records it, as the agent does.
+    static func commit(_ step: Reconciler.Step, _ reconciler: inout Reconciler, _ kernel: FakeNetfilter) throws {
+        var generation = try kernel.generation()
+        if step.hasChanges { generation = try kernel.apply(step.transactions, expectedGeneration: step.expectedGeneration) }
+        reconciler.record(step, generation: generation)
+    }
+
+    static func kernelChange(_ kernel: FakeNetfilter) throws -> Reconciler.Change {
+        .kernel(live: try kernel.dump(table: Planner.tableID), bridgeLive: try kernel.dump(table: Planner.bridgeTableID),
+                generation: try kernel.generation())
+    }
+
+    static func isElementsOnly(_ tx: Transaction) -> Bool {
+        tx.operations.allSatisfy { if case .elements = $0.object { return true } else { return false } }
+    }
+
+    /// Whether the kernel holds exactly the full compile of `index` (both tables).
+    static func matchesFullCompile(_ kernel: FakeNetfilter, _ policies: PolicySet, _ index: EndpointIndex) throws -> Bool {
+        let check = try Planner().plan(policies: policies, inventory: index.inventory, backend: kernel)
+        return !check.hasChanges
+    }
+
+    @Test func containerEventsAreElementsOnlyWithoutACompile() throws {
+        var rng = SeededGenerator(seed: 7)
+        let world = randomSegmentWorld(&rng, bindPorts: true)
+        let policies = try Self.policies(world.yaml)
+        var index = EndpointIndex(world.inventory)
+        let kernel = FakeNetfilter()
+        var reconciler = Reconciler()
+        #expect(throws: ReconcilerError.noRecord) { try reconciler.step(policies: policies, index: index, change: .containers([])) }
+
+        let first = try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(kernel), describing: true)
+        #expect(first.kind == .full && first.plan != nil && first.hasChanges && !first.drift)
+        #expect(!(first.plan?.opened.isEmpty ?? true), "the first full plan was described")
+        try Self.commit(first, &reconciler, kernel)
+        #expect(reconciler.applied?.managed == 5)
+
+        // A container of service a arrives: elements only, no plan, nothing to revoke.
+        let added = Container(name: "new", labels: ["svc": "a"],
+                              networks: ["n": Attachment(ipv4: IPAddress("10.63.0.40"), ipv6: IPAddress("fd00:63::40"), mac: "02:42:0a:3f:00:40", port: "vethnew")])
+        index.update("new", to: added)
+        let add = try reconciler.step(policies: policies, index: index, change: .containers(["new"]))
+        #expect(add.kind == .elements && add.plan == nil && add.fallback == nil && !add.mayCloseFlows)
+        #expect(add.transactions.count == 2 && add.transactions.allSatisfy(Self.isElementsOnly), "\(add.transactions)")
+        #expect(add.membershipChanges == 1)
+        try Self.commit(add, &reconciler, kernel)
+        #expect(try Self.matchesFullCompile(kernel, policies, index))
+        #expect(reconciler.applied?.managed == 6)
+        // The record follows the kernel: comparing with it finds no drift and nothing to do.
+        let resync = try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(kernel))
+        #expect(resync.kind == .full && !resync.hasChanges && !resync.drift && !resync.mayCloseFlows)
+
+        // It changes service: may close flows, still elements only.
+        var moved = added
+        moved.labels = ["svc": "b"]
+        index.update("new", to: moved)
+        let change = try reconciler.step(policies: policies, index: index, change: .containers(["new"]))
+        #expect(change.kind == .elements && change.mayCloseFlows && change.membershipChanges == 2)
+        try Self.commit(change, &reconciler, kernel)
+        #expect(try Self.matchesFullCompile(kernel, policies, index))
+
+        // It leaves.
+        index.update("new", to: nil)
+        let remove = try reconciler.step(policies: policies, index: index, change: .containers(["new"]))
+        #expect(remove.kind == .elements && remove.mayCloseFlows && remove.transactions.allSatisfy(Self.isElementsOnly))
+        try Self.commit(remove, &reconciler, kernel)
+        #expect(try Self.matchesFullCompile(kernel, policies, index))
+        #expect(reconciler.applied?.managed == 5)
+
+        // A key that did not change costs nothing.
+        let none = try reconciler.step(policies: policies, index: index, change: .containers(["r0", "gone"]))
+        #expect(none.kind == .elements && !none.hasChanges)
+    }
+
+    @Test func driftIsFoundAndDescribed() throws {
+        var rng = SeededGenerator(seed: 11)
+        let world = randomSegmentWorld(&rng, bindPorts: false)
+        let policies = try Self.policies(world.yaml)
+        let index = EndpointIndex(world.inventory)
+        let kernel = FakeNetfilter()
+        var reconciler = Reconciler()
+        try Self.commit(try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(kernel)), &reconciler, kernel)
+        kernel.tamper(Planner.tableID) { table in
+            let i = table!.sets.firstIndex { $0.name.hasPrefix("svc_r_a_v4") || $0.name.hasPrefix("svc_") && !$0.elements.isEmpty }!
+            table!.sets[i].setElements([])
+        }
+        let step = try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(kernel))
+        #expect(step.kind == .full && step.drift && step.hasChanges && step.mayCloseFlows)
+        #expect(!(step.plan?.membership.isEmpty ?? true), "drift is described for the log: \(String(describing: step.plan?.membership))")
+        try Self.commit(step, &reconciler, kernel)
+        #expect(try Self.matchesFullCompile(kernel, policies, index))
+    }
+
+    /// Long random sequences of events (adds, removes, service changes, address changes and
+    /// reuse, addresses held twice, policy changes, snapshots, resyncs, coalesced bursts) through
+    /// both paths — the reconciler's transactions on one fake kernel, the full compile + diff on
+    /// another — must leave the same tables after every step.
+    @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
+    func randomEventsMatchTheFullPlan(seed: UInt64) throws {
+        var rng = SeededGenerator(seed: seed)
+        func yaml() -> String {
+            // Service e selects by another label: containers of a..d that also carry it have a
+            // two-service identity, whose chains exist only while some container has it.
+            randomSegmentWorld(&rng, bindPorts: true).yaml.replacingOccurrences(of: "\nflows:\n", with:
+                "\n  e:\n    labels: {tier: front}\nflows:\n  - from: e\n    to: a\n    ports: [tcp/80]\n")
+        }
+        let start = randomSegmentWorld(&rng, bindPorts: true)
+        var policies = try Self.policies(yaml())
+        var index = EndpointIndex(start.inventory)
+        let incrementalKernel = FakeNetfilter(), fullKernel = FakeNetfilter()
+        var reconciler = Reconciler()
+        try Self.commit(try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(incrementalKernel)), &reconciler, incrementalKernel)
+        var serial = 100
+        var elementSteps = 0, fallbacks = 0, fullSteps = 0, elementOperations = 0
+
+        func randomContainer(name: String) -> Container {
+            let held = Set(index.containers.values.flatMap(\.addresses))
+            var host = UInt32.random(in: 2...24, using: &rng)
+            // Mostly a free address (reusing freed ones), sometimes one another container holds.
+            if Int.random(in: 0..<10, using: &rng) > 0 {
+                for _ in 0..<30 where held.contains(.v4(0x0A3F_0000 + host)) { host = UInt32.random(in: 2...24, using: &rng) }
+            }
+            var labels = ["svc": ["a", "b", "c", "d", "none"].randomElement(using: &rng)!]
+            if Bool.random(using: &rng) && Int.random(in: 0..<3, using: &rng) == 0 { labels["tier"] = "front" }
+            let v6 = Bool.random(using: &rng) ? IPAddress("fd00:63::\(String(host, radix: 16))") : nil
+            let attachment = Attachment(ipv4: .v4(0x0A3F_0000 + host), ipv6: v6, mac: String(format: "02:42:0a:3f:00:%02x", host), port: "veth\(name)")
+            return Container(name: name, labels: labels, networks: ["n": attachment])
+        }
+
+        for stepNumber in 0..<60 {
+            let roll = Int.random(in: 0..<100, using: &rng)
+            var change: Reconciler.Change
+            var keys: Set<String> = []
+            let burst = roll < 75 ? (Int.random(in: 0..<4, using: &rng) == 0 ? Int.random(in: 2...5, using: &rng) : 1) : 0
+            for _ in 0..<burst {
+                let existing = index.containers.keys.sorted()
+                let kind = Int.random(in: 0..<4, using: &rng)
+                if kind == 0 || existing.isEmpty {
+                    serial += 1
+                    let key = "k\(serial)"
+                    index.update(key, to: randomContainer(name: "c\(serial)"))
+                    keys.insert(key)
+                } else {
+                    let key = existing.randomElement(using: &rng)!
+                    let old = index.containers[key]!
+                    switch kind {
+                    case 1:
+                        index.update(key, to: nil)
+                    case 2:
+                        var c = old
+                        c.labels = ["svc": ["a", "b", "c", "d", "none"].randomElement(using: &rng)!]
+                        if Bool.random(using: &rng) { c.labels["tier"] = "front" }
+                        index.update(key, to: c)
+                    default:
+                        index.update(key, to: randomContainer(name: old.name))
+                    }
+                    keys.insert(key)
+                }
+            }
+            if burst > 0 {
+                change = .containers(keys)
+            } else if roll < 85 {
+                policies = try Self.policies(yaml())
+                change = .policiesChanged
+            } else if roll < 92 {
+                change = .snapshot
+            } else {
+                change = try Self.kernelChange(incrementalKernel)
+            }
+
+            let step = try reconciler.step(policies: policies, index: index, change: change)
+            switch (step.kind, step.fallback) {
+            case (.elements, _):
+                elementSteps += 1
+                elementOperations += step.operationCount
+                #expect(step.plan == nil && step.transactions.allSatisfy(Self.isElementsOnly))
+            case (.full, .some): fallbacks += 1
+            case (.full, nil): fullSteps += 1
+            }
+            try Self.commit(step, &reconciler, incrementalKernel)
+
+            // The other path: full compile of the same index, diffed against its own kernel.
+            let full = try Planner().plan(policies: policies, inventory: index.inventory, backend: fullKernel)
+            try Planner().apply(full, to: fullKernel)
+
+            for table in [Planner.tableID, Planner.bridgeTableID] {
+                let a = try incrementalKernel.dump(table: table), b = try fullKernel.dump(table: table)
+                let difference = try Diff.between(desired: b, live: a, table: table)
+                #expect(difference.isEmpty, "seed \(seed) step \(stepNumber) (\(change)) \(table): the incremental kernel differs:\n\(difference)")
+                if !difference.isEmpty { return }
+            }
+            // The record is what the kernel holds.
+            #expect(same(reconciler.applied?.table, try incrementalKernel.dump(table: Planner.tableID)), "seed \(seed) step \(stepNumber): record")
+        }
+        #expect(elementSteps > 10 && elementOperations > 0 && fullSteps > 0, "elements \(elementSteps), fallbacks \(fallbacks), full \(fullSteps)")
+    }
+
+    static func same(_ a: Table?, _ b: Table?) -> Bool {
+        (try? Diff.between(desired: a, live: b, table: Planner.tableID).isEmpty) ?? false
+    }
+
+    func same(_ a: Table?, _ b: Table?) -> Bool { Self.same(a, b) }
+
+    /// `Table.applyElementOperations` keeps the element order a dump has.
+    @Test func elementPatchKeepsDumpOrder() throws {
+        var rng = SeededGenerator(seed: 3)
+        let world = randomSegmentWorld(&rng, bindPorts: true)
+        let policies = try Self.policies(world.yaml)
+        let kernel = FakeNetfilter()
+        let empty = Inventory(networks: world.inventory.networks, containers: [])
+        var reconciler = Reconciler()
+        var index = EndpointIndex(empty)
+        try Self.commit(try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(kernel)), &reconciler, kernel)
+        var n = 0
+        for c in world.inventory.containers.reversed() {
+            index.update(c.name, to: c)
+            let step = try reconciler.step(policies: policies, index: index, change: .containers([c.name]))
+            if step.kind == .elements { n += 1 }
+            try Self.commit(step, &reconciler, kernel)
+            for (mine, theirs) in zip(reconciler.applied?.table.sets ?? [], try kernel.dump(table: Planner.tableID)?.sets ?? []) {
+                #expect(mine.elements == theirs.elements, "\(mine.name) in dump order")
+            }
+        }
+        #expect(n > 0)
+    }
+}
