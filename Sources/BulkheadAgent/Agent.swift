@@ -650,13 +650,23 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 // With a kernel read, the generation check makes a concurrent writer fail the commit
                 // (we retry); with our own record the table's owner flag already excludes others.
                 let (backend, transactions, expected) = (self.backend, step.transactions, step.expectedGeneration)
-                generation = try await netlink.run { try backend.apply(transactions, expectedGeneration: expected) }
+                generation = try await netlink.run { [self] in
+                    let committed = try backend.apply(transactions, expectedGeneration: expected)
+                    // Before the queue reads the generation again: the watch must not take our
+                    // own commit for another writer's (that would cost a comparison with the kernel).
+                    state.withLock { $0.lastGeneration = committed }
+                    return committed
+                }
             } else if compareWithKernel {
                 generation = step.expectedGeneration
             }
             let (managed, failures, rejected) = reconciler.withLock { r in
                 r.record(step, generation: generation)
                 return (r.applied?.managed ?? 0, r.applied?.failures ?? [], r.applied?.rejectedAddresses ?? [])
+            }
+            if !state.withLock({ $0.reconciledOnce }) {
+                // The first scrape after readiness has the counters (later ones: `refreshCounters`).
+                await netlink.run { [self] in refreshKernelCounters() }
             }
             let (failuresChanged, rejectionsChanged) = state.withLock { s in
                 s.lastGeneration = generation

@@ -92,11 +92,15 @@ final class WatchedBackend: NetfilterBackend, Sendable {
             let compilesWhenReady = Self.compiles(agent)
             #expect(compilesWhenReady >= 1 && agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "kernel"]) ?? 0 >= 1)
             let commitsWhenReady = backend.commits.count
+            func committingReports() -> Int { reports.list.filter { $0.operations > 0 }.count }
+            let reportsWhenReady = committingReports()
             source.run(Container(name: "shop-api-3", labels: ["com.docker.compose.project": "shop", "com.docker.compose.service": "api"],
                                  networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.30"))]))
             #expect(await eventually { inSync(backend, dir, source.currentInventory) && source.currentInventory.containers.count == 10 })
+            #expect(await eventually { committingReports() == reportsWhenReady + 1 })
             source.remove("shop-api-3")
             #expect(await eventually { inSync(backend, dir, source.currentInventory) && source.currentInventory.containers.count == 9 })
+            #expect(await eventually { committingReports() == reportsWhenReady + 2 })
             #expect(Self.compiles(agent) == compilesWhenReady, "a container event compiled the table: \(Self.compiles(agent)) vs \(compilesWhenReady)")
             let churn = reports.list.filter { $0.operations > 0 }.suffix(2)
             #expect(churn.count == 2 && churn.allSatisfy { !$0.fullCompile }, "\(churn.map(\.script))")
