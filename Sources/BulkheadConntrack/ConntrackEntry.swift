@@ -163,6 +163,9 @@ public final class FakeConntrack: ConnectionTracking, Sendable {
     /// Every delete asked for, in order.
     public var deleted: [ConntrackEntry] { state.withLock { $0.deleted } }
 
+    /// A connection opens (tests: after the flow it uses was allowed).
+    public func open(_ entry: ConntrackEntry) { state.withLock { $0.table.append(entry) } }
+
     public func entries() throws(ConntrackError) -> [ConntrackEntry] {
         let (table, error) = state.withLock { ($0.table, $0.dumpError) }
         if let error { throw error }
