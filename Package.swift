@@ -114,7 +114,7 @@ let package = Package(
         ]),
         .testTarget(name: "BulkheadCLITests", dependencies: ["bulkhead", "BulkheadNetfilter", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadConntrack", "BulkheadLab", "BulkheadInventory"]),
         .testTarget(name: "BulkheadCompilerTests", dependencies: ["BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadTestSupport", "BulkheadEngine"]),
-        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadConntrack", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadSource", "BulkheadTestSupport"]),
+        .testTarget(name: "BulkheadEngineTests", dependencies: ["BulkheadEngine", "BulkheadConntrack", "BulkheadCompiler", "BulkheadLayout", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadSource", "BulkheadNetfilter", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadDockerTests", dependencies: ["BulkheadDocker", "BulkheadSource", "BulkheadInventory", "BulkheadTestSupport"]),
         .testTarget(name: "BulkheadSourceTests", dependencies: ["BulkheadSource", "BulkheadInventory", "BulkheadPolicy"]),
         .testTarget(name: "BulkheadAgentTests", dependencies: ["BulkheadAgent", "BulkheadLayout", "BulkheadConntrack", "BulkheadEscaping", "BulkheadDocker", "BulkheadSource", "BulkheadLab", "BulkheadEngine", "BulkheadPolicy", "BulkheadInventory", "BulkheadRuleset", "BulkheadNetfilter", "BulkheadTestSupport"]),

@@ -1,6 +1,7 @@
 import BulkheadCompiler
 import BulkheadEngine
 import BulkheadInventory
+import BulkheadNetfilter
 import BulkheadPolicy
 import BulkheadRuleset
 import BulkheadSource
@@ -18,13 +19,13 @@ import Testing
     }
 
     /// Commits `step` to `kernel` and records it, as the agent does.
-    static func commit(_ step: Reconciler.Step, _ reconciler: inout Reconciler, _ kernel: FakeNetfilter) throws {
+    static func commit(_ step: Reconciler.Step, _ reconciler: inout Reconciler, _ kernel: any NetfilterBackend) throws {
         var generation = try kernel.generation()
         if step.hasChanges { generation = try kernel.apply(step.transactions, expectedGeneration: step.expectedGeneration) }
         reconciler.record(step, generation: generation)
     }
 
-    static func kernelChange(_ kernel: FakeNetfilter) throws -> Reconciler.Change {
+    static func kernelChange(_ kernel: any NetfilterBackend) throws -> Reconciler.Change {
         .kernel(live: try kernel.dump(table: Planner.tableID), bridgeLive: try kernel.dump(table: Planner.bridgeTableID),
                 generation: try kernel.generation())
     }
@@ -116,6 +117,20 @@ import Testing
     /// another — must leave the same tables after every step.
     @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
     func randomEventsMatchTheFullPlan(seed: UInt64) throws {
+        try Self.drive(seed: seed, steps: 60, incrementalKernel: FakeNetfilter())
+    }
+
+    /// The same on the real kernel, once, in a throwaway network namespace: the reconciler's
+    /// transactions go to the kernel, the full path to the fake, and the two must hold the same.
+    @Test(.enabled(if: TestSystem.isRoot || TestSystem.inCI, "needs root"))
+    func randomEventsOnTheKernelMatchTheFullPlan() throws {
+        try TestSystem.requireRoot("programming nftables in a test namespace")
+        try TestSystem.withNamespace(prefix: "bh-rec") { ns in
+            try Self.drive(seed: 9, steps: 40, incrementalKernel: try NetlinkNetfilter(namespace: ns, ownership: .disabled))
+        }
+    }
+
+    static func drive(seed: UInt64, steps: Int, incrementalKernel: any NetfilterBackend) throws {
         var rng = SeededGenerator(seed: seed)
         func yaml() -> String {
             // Service e selects by another label: containers of a..d that also carry it have a
@@ -126,7 +141,7 @@ import Testing
         let start = randomSegmentWorld(&rng, bindPorts: true)
         var policies = try Self.policies(yaml())
         var index = EndpointIndex(start.inventory)
-        let incrementalKernel = FakeNetfilter(), fullKernel = FakeNetfilter()
+        let fullKernel = FakeNetfilter()
         var reconciler = Reconciler()
         try Self.commit(try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(incrementalKernel)), &reconciler, incrementalKernel)
         var serial = 100
@@ -146,7 +161,7 @@ import Testing
             return Container(name: name, labels: labels, networks: ["n": attachment])
         }
 
-        for stepNumber in 0..<60 {
+        for stepNumber in 0..<steps {
             let roll = Int.random(in: 0..<100, using: &rng)
             var change: Reconciler.Change
             var keys: Set<String> = []
