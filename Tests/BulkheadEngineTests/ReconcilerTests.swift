@@ -11,7 +11,9 @@ import Testing
 /// Issue 10, item 2: the pure reconciler. A container change is element operations only (no
 /// compile); policies, snapshots and comparisons with the kernel take the full plan; and every
 /// sequence of changes leaves the kernel where the full compile + diff would.
-@Suite struct ReconcilerTests {
+// Serialized, and the long drives yield each step: they are CPU-bound, and on a 2-core machine
+// several at once would hold the cooperative pool the agent tests' loops run on.
+@Suite(.serialized) struct ReconcilerTests {
     static func policies(_ yaml: String) throws -> PolicySet {
         let loaded = PolicyLoader.load(sources: [("r.yaml", Array(yaml.utf8))])
         #expect(!loaded.hasErrors, "\(loaded.diagnostics.map(\.formatted))")
@@ -116,21 +118,22 @@ import Testing
     /// both paths — the reconciler's transactions on one fake kernel, the full compile + diff on
     /// another — must leave the same tables after every step.
     @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
-    func randomEventsMatchTheFullPlan(seed: UInt64) throws {
-        try Self.drive(seed: seed, steps: 60, incrementalKernel: FakeNetfilter())
+    func randomEventsMatchTheFullPlan(seed: UInt64) async throws {
+        try await Self.drive(seed: seed, steps: 60, incrementalKernel: FakeNetfilter())
     }
 
     /// The same on the real kernel, once, in a throwaway network namespace: the reconciler's
     /// transactions go to the kernel, the full path to the fake, and the two must hold the same.
     @Test(.enabled(if: TestSystem.isRoot || TestSystem.inCI, "needs root"))
-    func randomEventsOnTheKernelMatchTheFullPlan() throws {
+    func randomEventsOnTheKernelMatchTheFullPlan() async throws {
         try TestSystem.requireRoot("programming nftables in a test namespace")
-        try TestSystem.withNamespace(prefix: "bh-rec") { ns in
-            try Self.drive(seed: 9, steps: 40, incrementalKernel: try NetlinkNetfilter(namespace: ns, ownership: .disabled))
-        }
+        let ns = "bh-rec-\(UInt32.random(in: 0...UInt32.max))"
+        try TestSystem.check(["ip", "netns", "add", ns])
+        defer { _ = try? TestSystem.run(["ip", "netns", "del", ns]) }
+        try await Self.drive(seed: 9, steps: 40, incrementalKernel: try NetlinkNetfilter(namespace: ns, ownership: .disabled))
     }
 
-    static func drive(seed: UInt64, steps: Int, incrementalKernel: any NetfilterBackend) throws {
+    static func drive(seed: UInt64, steps: Int, incrementalKernel: any NetfilterBackend) async throws {
         var rng = SeededGenerator(seed: seed)
         func yaml() -> String {
             // Service e selects by another label: containers of a..d that also carry it have a
@@ -162,6 +165,7 @@ import Testing
         }
 
         for stepNumber in 0..<steps {
+            await Task.yield()
             let roll = Int.random(in: 0..<100, using: &rng)
             var change: Reconciler.Change
             var keys: Set<String> = []
