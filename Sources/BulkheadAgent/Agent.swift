@@ -709,7 +709,7 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     "foreign_rules": "\(drift.foreignRules.count)",
                 ])
             }
-            onReconciled(ReconcileReport(reasons: reasons, operations: step.operationCount, index: index,
+            onReconciled(ReconcileReport(reasons: reasons, operations: step.operationCount, containers: index.containers.values.map(\.name),
                                          finishedAt: Date(), seconds: seconds,
                                          script: step.operationCount > 0 && step.operationCount <= 20 ? step.transactions.map(\.description).joined() : "",
                                          fullCompile: step.kind == .full))
@@ -919,11 +919,10 @@ public struct ReconcileReport: Sendable {
     public var reasons: Set<ReconcileReason>
     /// nftables operations committed (0: the kernel already matched).
     public var operations: Int
-    /// The endpoint index it enforced.
-    var index: EndpointIndex
-    /// Names of the containers in the index it enforced, sorted (computed when read: a reconcile
-    /// at 10,000 containers does not sort them for a report nobody reads).
-    public var containers: [String] { index.containers.values.map(\.name).sorted() }
+    /// Names of the containers in the index it enforced, in no particular order (not sorted: at
+    /// 10,000 containers that would cost more than the element commit; and not the index itself,
+    /// whose copy a kept report would hold, making the next event's index update copy it all).
+    public var containers: [String]
     /// Wall-clock time of the kernel's ack.
     public var finishedAt: Date
     /// From the start of the reconcile to the ack.

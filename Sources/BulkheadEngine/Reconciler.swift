@@ -99,18 +99,17 @@ public struct Reconciler: Sendable {
     /// without a record would have nothing to diff against: compare with the kernel instead).
     public var hasRecord: Bool { applied != nil }
 
-    /// The transactions for `change`. Pure: reads nothing but its arguments and the record.
+    /// The transactions for `change`. Pure: reads nothing but its arguments and the record, and
+    /// leaves the record as it found it (mutating only to work in the record's storage).
     ///
     /// - Parameter describing: read the grants back out of both tables for the log (`Plan.opened`,
     ///   `closed`, `membership`) on a full plan. Asked for by the caller when it logs them; the
     ///   step asks for it anyway when it finds drift (the log says what was reopened).
-    public func step(policies: PolicySet, index: EndpointIndex, change: Change, describing: Bool = false) throws -> Step {
+    public mutating func step(policies: PolicySet, index: EndpointIndex, change: Change, describing: Bool = false) throws -> Step {
         switch change {
         case .containers(let keys):
-            guard let applied else {
-                throw ReconcilerError.noRecord
-            }
-            return try containerStep(policies: policies, index: index, keys: keys, applied: applied)
+            guard applied != nil else { throw ReconcilerError.noRecord }
+            return try containerStep(policies: policies, index: index, keys: keys)
         case .policiesChanged:
             guard let applied else { throw ReconcilerError.noRecord }
             var step = try fullStep(policies: policies, index: index, live: applied.table, bridgeLive: applied.bridge,
@@ -183,51 +182,66 @@ public struct Reconciler: Sendable {
         return step
     }
 
-    private func containerStep(policies: PolicySet, index: EndpointIndex, keys: Set<String>, applied: Applied) throws -> Step {
+    /// Mutating only to reuse the record's storage: it records the changes one after the other in
+    /// place (a container that changed is a removal, then an addition computed with the removal
+    /// recorded) and takes them back before it returns, so the record is as it was, without the
+    /// copy of every container a working copy would cost at 10,000 containers.
+    private mutating func containerStep(policies: PolicySet, index: EndpointIndex, keys: Set<String>) throws -> Step {
         var changes: [IncrementalPlanner.Change] = []
         var touched: [String: Container?] = [:]
         var mayClose = false, delta = 0
-        let incremental = applied.incremental
         for key in keys.sorted() {
-            let before = applied.containers[key], now = index.containers[key]
+            let before = applied!.containers[key], now = index.containers[key]
             guard before != now else { continue }
             touched[key] = .some(now)
             if let before {
                 changes.append(.removed(before))
-                let servicesBefore = incremental.services(of: before)
+                let servicesBefore = applied!.incremental.services(of: before)
                 if !servicesBefore.isEmpty { delta -= 1 }
-                if now.map({ $0.addresses != before.addresses || incremental.services(of: $0) != servicesBefore }) ?? true {
+                if now.map({ $0.addresses != before.addresses || applied!.incremental.services(of: $0) != servicesBefore }) ?? true {
                     mayClose = true
                 }
             }
             if let now {
                 changes.append(.added(now))
-                if !incremental.services(of: now).isEmpty { delta += 1 }
+                if !applied!.incremental.services(of: now).isEmpty { delta += 1 }
             }
         }
-        func fallback(_ reason: String) throws -> Step {
-            var step = try fullStep(policies: policies, index: index, live: applied.table, bridgeLive: applied.bridge,
-                                    generation: applied.generation, expected: nil, describing: false)
-            step.fallback = reason
-            step.mayCloseFlows = mayClose || !step.plan!.closed.isEmpty
-            return step
+        var recorded: [IncrementalPlanner.Change] = []
+        defer {
+            for change in recorded.reversed() {
+                switch change {
+                case .added(let c): applied!.incremental.record(.removed(c))
+                case .removed(let c): applied!.incremental.record(.added(c))
+                }
+            }
         }
-        // Each change is computed against the record with the changes before it recorded: a
-        // container that changed is a removal of what it was, then an addition of what it is.
-        var working = incremental
+        var fallbackReason: String?
         var transactions: [Transaction] = []
         for (i, change) in changes.enumerated() {
-            if i > 0 { working.record(changes[i - 1]) }
-            guard case .transaction(let tx) = working.transaction(for: change) else {
-                if case .needsFullPlan(let reason) = working.transaction(for: change) { return try fallback(reason) }
-                continue
+            if i > 0 {
+                applied!.incremental.record(changes[i - 1])
+                recorded.append(changes[i - 1])
             }
-            guard case .transaction(let bridgeTx) = working.bindingTransaction(for: change) else {
-                if case .needsFullPlan(let reason) = working.bindingTransaction(for: change) { return try fallback(reason) }
-                continue
+            let outcome = applied!.incremental.transaction(for: change)
+            let bridgeOutcome = applied!.incremental.bindingTransaction(for: change)
+            switch (outcome, bridgeOutcome) {
+            case (.transaction(let tx), .transaction(let bridgeTx)):
+                if !tx.isEmpty { transactions.append(tx) }
+                if !bridgeTx.isEmpty { transactions.append(bridgeTx) }
+            case (.needsFullPlan(let reason), _), (_, .needsFullPlan(let reason)):
+                fallbackReason = reason
             }
-            if !tx.isEmpty { transactions.append(tx) }
-            if !bridgeTx.isEmpty { transactions.append(bridgeTx) }
+            if fallbackReason != nil { break }
+        }
+        if let reason = fallbackReason {
+            let a = applied!
+            var step = try fullStep(policies: policies, index: index, live: a.table, bridgeLive: a.bridge,
+                                    generation: a.generation, expected: nil, describing: false)
+            step.fallback = reason
+            // A fallback can take an address from a container that held it (claimed twice).
+            step.mayCloseFlows = step.hasChanges
+            return step
         }
         var step = Step(kind: .elements, transactions: transactions, expectedGeneration: nil, plan: nil, mayCloseFlows: mayClose)
         step.changes = changes

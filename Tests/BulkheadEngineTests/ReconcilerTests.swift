@@ -78,6 +78,9 @@ import Testing
         index.update("new", to: moved)
         let change = try reconciler.step(policies: policies, index: index, change: .containers(["new"]))
         #expect(change.kind == .elements && change.mayCloseFlows && change.membershipChanges == 2)
+        // A step leaves the record as it found it: asked again, it answers the same.
+        let again = try reconciler.step(policies: policies, index: index, change: .containers(["new"]))
+        #expect(again.kind == .elements && again.transactions == change.transactions)
         try Self.commit(change, &reconciler, kernel)
         #expect(try Self.matchesFullCompile(kernel, policies, index))
 
