@@ -58,7 +58,11 @@ public struct AgentConfiguration: Sendable {
 ///   start-up, after a gap in the event stream and on each resync, and updates it per event by
 ///   reading the one container the event names.
 /// - It reconciles on source events, on policy file changes, when the ruleset generation moves
-///   without it, and periodically; reasons that arrive during a reconcile coalesce.
+///   without it, and periodically; reasons that arrive during a reconcile coalesce. What each
+///   reconcile commits is decided by a `Reconciler` (pure): element operations for the containers
+///   whose index entries changed, a full compile only for policies, snapshots, resyncs and drift.
+///   The agent itself is the loops and the I/O: source reads, netlink (on `NetlinkQueue`), logs,
+///   metrics, HTTP.
 /// - An invalid policy edit is reported with the same diagnostics as `validate`; the last good
 ///   policies stay enforced.
 /// - It never programs from an empty or partial container list: while Docker is unreachable the

@@ -97,6 +97,24 @@ import Testing
         #expect(none.kind == .elements && !none.hasChanges)
     }
 
+    /// The semantic diff (grants read back out of both tables) runs only when asked for.
+    @Test func semanticDiffOnlyWhenAsked() throws {
+        var rng = SeededGenerator(seed: 5)
+        let world = randomSegmentWorld(&rng, bindPorts: false)
+        let index = EndpointIndex(world.inventory)
+        let kernel = FakeNetfilter()
+        var reconciler = Reconciler()
+        try Self.commit(try reconciler.step(policies: try Self.policies(world.yaml), index: index, change: try Self.kernelChange(kernel)), &reconciler, kernel)
+        // New policies: every flow of the first set closes, every one of the second opens.
+        let other = try Self.policies(world.yaml.replacingOccurrences(of: "segment: r", with: "segment: s"))
+        let quiet = try reconciler.step(policies: other, index: index, change: .policiesChanged)
+        #expect(quiet.kind == .full && quiet.hasChanges && quiet.mayCloseFlows)
+        #expect(quiet.plan?.opened == [] && quiet.plan?.closed == [] && quiet.plan?.membership == [])
+        let described = try reconciler.step(policies: other, index: index, change: .policiesChanged, describing: true)
+        #expect(described.transactions == quiet.transactions)
+        #expect(!(described.plan?.opened.isEmpty ?? true) && !(described.plan?.closed.isEmpty ?? true) && !(described.plan?.membership.isEmpty ?? true))
+    }
+
     @Test func driftIsFoundAndDescribed() throws {
         var rng = SeededGenerator(seed: 11)
         let world = randomSegmentWorld(&rng, bindPorts: false)
