@@ -281,6 +281,9 @@ do {
     case "churn"?:
         guard getuid() == 0, args.count >= 2 else { fail("usage: bulkhead-bench churn DIR... (root)") }
         try churn(Array(args.dropFirst()))
+    case "reconcile"?:
+        guard getuid() == 0, args.count >= 2 else { fail("usage: bulkhead-bench reconcile DIR... (root)") }
+        try reconcileBench(Array(args.dropFirst()))
     case "forward"?:
         guard getuid() == 0, args.count == 2 else { fail("usage: bulkhead-bench forward DIR (root)") }
         try forward(args[1])
