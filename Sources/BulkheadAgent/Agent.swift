@@ -617,6 +617,12 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             let change: Reconciler.Change
             if compareWithKernel {
                 let adopted = state.withLock { $0.adopted }
+                // Claim an existing table once per process. Not tied to the `startup` reason: that
+                // one is usually spent waiting for the first container list, and a table that
+                // needs no change would then stay orphaned (writable by anyone) indefinitely.
+                // Claimed before any change, not in the change's batch: a batch that changes only
+                // the bridge table (a port binding) re-sends only that table's header, and the
+                // inet table stayed orphaned — deletable by anyone — for as long as the agent ran.
                 let (live, bridgeLive, generation) = try await netlink.run { [self] () throws -> (Table?, Table?, UInt32) in
                     var generation = try backend.generation()
                     let live = try backend.dump(table: Planner.tableID)
@@ -627,12 +633,6 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     }
                     return (live, bridgeLive, generation)
                 }
-                // Claim an existing table once per process. Not tied to the `startup` reason: that
-                // one is usually spent waiting for the first container list, and a table that
-                // needs no change would then stay orphaned (writable by anyone) indefinitely.
-                // Claimed before any change, not in the change's batch: a batch that changes only
-                // the bridge table (a port binding) re-sends only that table's header, and the
-                // inet table stayed orphaned — deletable by anyone — for as long as the agent ran.
                 change = .kernel(live: live, bridgeLive: bridgeLive, generation: generation)
             } else if reasons.contains(.policy) {
                 change = .policiesChanged
