@@ -1,3 +1,4 @@
+import Foundation
 import BulkheadCompiler
 import BulkheadEngine
 import BulkheadInventory
@@ -11,8 +12,8 @@ import Testing
 /// Issue 10, item 2: the pure reconciler. A container change is element operations only (no
 /// compile); policies, snapshots and comparisons with the kernel take the full plan; and every
 /// sequence of changes leaves the kernel where the full compile + diff would.
-// Serialized, and the long drives yield each step: they are CPU-bound, and on a 2-core machine
-// several at once would hold the cooperative pool the agent tests' loops run on.
+// Serialized, and the long drives run on threads of their own: they are CPU-bound, and on a
+// 2-core machine they would otherwise hold the cooperative pool the agent and Docker tests run on.
 @Suite(.serialized) struct ReconcilerTests {
     static func policies(_ yaml: String) throws -> PolicySet {
         let loaded = PolicyLoader.load(sources: [("r.yaml", Array(yaml.utf8))])
@@ -140,7 +141,38 @@ import Testing
     /// another — must leave the same tables after every step.
     @Test(arguments: [1, 2, 3, 4, 5, 6] as [UInt64])
     func randomEventsMatchTheFullPlan(seed: UInt64) async throws {
-        try await Self.drive(seed: seed, steps: 60, incrementalKernel: FakeNetfilter())
+        let outcome = try await Self.onOwnThread { try Self.drive(seed: seed, steps: 60, incrementalKernel: FakeNetfilter()) }
+        Self.check(outcome)
+    }
+
+    /// What a drive found; checked by the test (a drive runs on a thread of its own, outside the
+    /// test's task, so it records nothing itself).
+    struct DriveOutcome: Sendable {
+        var problems: [String] = []
+        var elementSteps = 0, fallbacks = 0, fullSteps = 0, elementOperations = 0
+    }
+
+    static func check(_ outcome: DriveOutcome, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(outcome.problems.isEmpty, "\(outcome.problems.joined(separator: "\n"))", sourceLocation: sourceLocation)
+        #expect(outcome.elementSteps > 10 && outcome.elementOperations > 0 && outcome.fullSteps > 0,
+                "elements \(outcome.elementSteps), fallbacks \(outcome.fallbacks), full \(outcome.fullSteps)", sourceLocation: sourceLocation)
+    }
+
+    /// Runs CPU-bound `body` on a thread of its own: several seconds of compiles must not hold a
+    /// thread of the cooperative pool, where the agent and Docker tests' loops run (2 cores here).
+    static func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result(catching: body)) }.start()
+        }
+    }
+
+    struct InvalidPolicies: Error, CustomStringConvertible { var description: String }
+
+    /// `policies(_:)` without recording (a drive's thread has no test to record into).
+    static func loadedPolicies(_ yaml: String) throws -> PolicySet {
+        let loaded = PolicyLoader.load(sources: [("r.yaml", Array(yaml.utf8))])
+        if loaded.hasErrors { throw InvalidPolicies(description: "\(loaded.diagnostics.map(\.formatted))") }
+        return loaded.policies
     }
 
     /// The same on the real kernel, once, in a throwaway network namespace: the reconciler's
@@ -151,10 +183,12 @@ import Testing
         let ns = "bh-rec-\(UInt32.random(in: 0...UInt32.max))"
         try TestSystem.check(["ip", "netns", "add", ns])
         defer { _ = try? TestSystem.run(["ip", "netns", "del", ns]) }
-        try await Self.drive(seed: 9, steps: 40, incrementalKernel: try NetlinkNetfilter(namespace: ns, ownership: .disabled))
+        let outcome = try await Self.onOwnThread { try Self.drive(seed: 9, steps: 40, incrementalKernel: try NetlinkNetfilter(namespace: ns, ownership: .disabled)) }
+        Self.check(outcome)
     }
 
-    static func drive(seed: UInt64, steps: Int, incrementalKernel: any NetfilterBackend) async throws {
+    static func drive(seed: UInt64, steps: Int, incrementalKernel: any NetfilterBackend) throws -> DriveOutcome {
+        var outcome = DriveOutcome()
         var rng = SeededGenerator(seed: seed)
         func yaml() -> String {
             // Service e selects by another label: containers of a..d that also carry it have a
@@ -163,13 +197,12 @@ import Testing
                 "\n  e:\n    labels: {tier: front}\nflows:\n  - from: e\n    to: a\n    ports: [tcp/80]\n")
         }
         let start = randomSegmentWorld(&rng, bindPorts: true)
-        var policies = try Self.policies(yaml())
+        var policies = try Self.loadedPolicies(yaml())
         var index = EndpointIndex(start.inventory)
         let fullKernel = FakeNetfilter()
         var reconciler = Reconciler()
         try Self.commit(try reconciler.step(policies: policies, index: index, change: try Self.kernelChange(incrementalKernel)), &reconciler, incrementalKernel)
         var serial = 100
-        var elementSteps = 0, fallbacks = 0, fullSteps = 0, elementOperations = 0
 
         func randomContainer(name: String) -> Container {
             let held = Set(index.containers.values.flatMap(\.addresses))
@@ -186,7 +219,6 @@ import Testing
         }
 
         for stepNumber in 0..<steps {
-            await Task.yield()
             let roll = Int.random(in: 0..<100, using: &rng)
             var change: Reconciler.Change
             var keys: Set<String> = []
@@ -221,7 +253,7 @@ import Testing
             if roll < 75 {
                 change = .containers(keys)
             } else if roll < 85 {
-                policies = try Self.policies(yaml())
+                policies = try Self.loadedPolicies(yaml())
                 change = .policiesChanged
             } else if roll < 92 {
                 change = .snapshot
@@ -232,11 +264,13 @@ import Testing
             let step = try reconciler.step(policies: policies, index: index, change: change)
             switch (step.kind, step.fallback) {
             case (.elements, _):
-                elementSteps += 1
-                elementOperations += step.operationCount
-                #expect(step.plan == nil && step.transactions.allSatisfy(Self.isElementsOnly))
-            case (.full, .some): fallbacks += 1
-            case (.full, nil): fullSteps += 1
+                outcome.elementSteps += 1
+                outcome.elementOperations += step.operationCount
+                if step.plan != nil || !step.transactions.allSatisfy(Self.isElementsOnly) {
+                    outcome.problems.append("seed \(seed) step \(stepNumber): an element step holds more than elements: \(step.transactions)")
+                }
+            case (.full, .some): outcome.fallbacks += 1
+            case (.full, nil): outcome.fullSteps += 1
             }
             try Self.commit(step, &reconciler, incrementalKernel)
 
@@ -247,13 +281,17 @@ import Testing
             for table in [Planner.tableID, Planner.bridgeTableID] {
                 let a = try incrementalKernel.dump(table: table), b = try fullKernel.dump(table: table)
                 let difference = try Diff.between(desired: b, live: a, table: table)
-                #expect(difference.isEmpty, "seed \(seed) step \(stepNumber) (\(change)) \(table): the incremental kernel differs:\n\(difference)")
-                if !difference.isEmpty { return }
+                if !difference.isEmpty {
+                    outcome.problems.append("seed \(seed) step \(stepNumber) (\(change)) \(table): the incremental kernel differs:\n\(difference)")
+                    return outcome
+                }
             }
             // The record is what the kernel holds.
-            #expect(same(reconciler.applied?.table, try incrementalKernel.dump(table: Planner.tableID)), "seed \(seed) step \(stepNumber): record")
+            if !same(reconciler.applied?.table, try incrementalKernel.dump(table: Planner.tableID)) {
+                outcome.problems.append("seed \(seed) step \(stepNumber): the record differs from the kernel")
+            }
         }
-        #expect(elementSteps > 10 && elementOperations > 0 && fullSteps > 0, "elements \(elementSteps), fallbacks \(fallbacks), full \(fullSteps)")
+        return outcome
     }
 
     static func same(_ a: Table?, _ b: Table?) -> Bool {
