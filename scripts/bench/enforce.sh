@@ -113,6 +113,9 @@ printf '{"bench":"enforce.cold_apply","impl":"ratio","speedup_vs_nft":%.2f,"rss_
 
 # 2. One container added, at 100 / 1,000 / 10,000 containers.
 "$bench" churn "$tmp/c100" "$tmp/c1000" "$tmp/big"
+# The agent's reconcile per container event: the reconciler's element step + commit + record,
+# beside the full plan it ran per event before (issue 10, item 2). A failure does not stop the rest.
+"$bench" reconcile "$tmp/c1000" "$tmp/big" || echo '{"bench":"agent.reconcile_container_event","error":"bulkhead-bench reconcile failed"}'
 
 # 3. New TCP connections per second through the forward path.
 "$bench" forward "$tmp/big"
