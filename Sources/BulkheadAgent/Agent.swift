@@ -612,6 +612,9 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         // Compare with the kernel itself at start-up, on resync, when someone else committed, and
         // after a failure; otherwise with what we last wrote (the table is ours: owner flag).
         let hasRecord = reconciler.withLock { $0.hasRecord }
+        // A reload that gives the policies already compiled (the start-up's first load, which the
+        // first reconcile already used) changes nothing: no compile for it.
+        let policiesChanged = reasons.contains(.policy) && reconciler.withLock { $0.applied?.policies != policies }
         let compareWithKernel = !hasRecord || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
         do {
             let change: Reconciler.Change
@@ -634,14 +637,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     return (live, bridgeLive, generation)
                 }
                 change = .kernel(live: live, bridgeLive: bridgeLive, generation: generation)
-            } else if reasons.contains(.policy) {
+            } else if policiesChanged {
                 change = .policiesChanged
             } else if replaced {
                 change = .snapshot
             } else {
                 change = .containers(dirty)
             }
-            let describing = !hasRecord || reasons.contains(.policy)
+            let describing = !hasRecord || policiesChanged
             let step = try reconciler.withLock { try $0.step(policies: policies, index: index, change: change, describing: describing) }
             if step.kind == .full {
                 metrics.increment("bulkhead_full_compiles_total", labels: ["cause": Self.compileCause(change, fallback: step.fallback != nil)])

@@ -47,6 +47,8 @@ public struct Reconciler: Sendable {
         public internal(set) var failures: [Compiler.IdentityFailure]
         public internal(set) var rejectedAddresses: [RejectedAddress]
         public internal(set) var generation: UInt32?
+        /// The policies the tables were compiled from.
+        public internal(set) var policies: PolicySet
         var incremental: IncrementalPlanner
     }
 
@@ -176,7 +178,7 @@ public struct Reconciler: Sendable {
         let next = Applied(table: plan.desired, bridge: plan.bridgeDesired, containers: index.containers,
                            managed: Self.managedCount(policies: policies, containers: inventory.containers),
                            failures: plan.failures, rejectedAddresses: plan.rejectedAddresses, generation: generation,
-                           incremental: incremental)
+                           policies: policies, incremental: incremental)
         var step = Step(kind: .full, transactions: plan.transactions, expectedGeneration: expected, plan: plan, mayCloseFlows: false)
         step.next = next
         return step

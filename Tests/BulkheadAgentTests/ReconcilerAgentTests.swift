@@ -88,6 +88,8 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         let source = FakeContainerSource(inventory: try exampleInventory())
         let reports = Reports()
         try await withWatchedAgent(dir, backend: backend, source: source, reports: reports) { agent in
+            // (The start-up's policy load, even when it reconciles after the first comparison with
+            // the kernel, compiles nothing more: the policies are the ones compiled.)
             #expect(await eventually { agent.isReady })
             let compilesWhenReady = Self.compiles(agent)
             #expect(compilesWhenReady >= 1 && agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "kernel"]) ?? 0 >= 1)
@@ -102,6 +104,8 @@ final class WatchedBackend: NetfilterBackend, Sendable {
             #expect(await eventually { inSync(backend, dir, source.currentInventory) && source.currentInventory.containers.count == 9 })
             #expect(await eventually { committingReports() == reportsWhenReady + 2 })
             #expect(Self.compiles(agent) == compilesWhenReady, "a container event compiled the table: \(Self.compiles(agent)) vs \(compilesWhenReady)")
+            #expect(agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "container"]) == 0
+                && agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "container_fallback"]) == 0)
             let churn = reports.list.filter { $0.operations > 0 }.suffix(2)
             #expect(churn.count == 2 && churn.allSatisfy { !$0.fullCompile }, "\(churn.map(\.script))")
             let commits = backend.commits.dropFirst(commitsWhenReady)
