@@ -518,10 +518,14 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
         while !Task.isCancelled {
             try? await configuration.clock.sleep(for: configuration.generationPollInterval)
             if Task.isCancelled { return }
-            let backend = self.backend
-            guard let generation = try? await netlink.run({ try backend.generation() }) else { continue }
-            let moved = state.withLock { s in s.lastGeneration != nil && s.lastGeneration != generation }
-            if moved { triggers.signal(.generation) }
+            // Read and compared on the netlink queue, where our own commits record their
+            // generation: compared after the queue returned, a commit in between made the watch
+            // take our own commit for another writer's (a needless comparison with the kernel).
+            let moved = try? await netlink.run { [self] in
+                let generation = try backend.generation()
+                return state.withLock { s in s.lastGeneration != nil && s.lastGeneration != generation }
+            }
+            if moved == true { triggers.signal(.generation) }
         }
     }
 
@@ -631,7 +635,10 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                     let live = try backend.dump(table: Planner.tableID)
                     let bridgeLive = try backend.dump(table: Planner.bridgeTableID)
                     if !adopted, let claimed = try adoptTable(live: live, bridgeLive: bridgeLive) {
-                        state.withLock { $0.adopted = true }
+                        state.withLock { s in
+                            s.adopted = true
+                            if s.lastGeneration != nil { s.lastGeneration = claimed }
+                        }
                         generation = claimed
                     }
                     return (live, bridgeLive, generation)

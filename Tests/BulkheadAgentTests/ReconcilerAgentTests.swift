@@ -82,6 +82,12 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         }
     }
 
+    static func causes(_ agent: Agent) -> [String: Double] {
+        Dictionary(uniqueKeysWithValues: ["kernel", "policy", "snapshot", "container", "container_fallback"].map {
+            ($0, agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": $0]) ?? 0)
+        })
+    }
+
     @Test func containerEventsCommitElementsWithoutACompile() async throws {
         let dir = try PolicyDir()
         let backend = FakeNetfilter()
@@ -103,7 +109,7 @@ final class WatchedBackend: NetfilterBackend, Sendable {
             source.remove("shop-api-3")
             #expect(await eventually { inSync(backend, dir, source.currentInventory) && source.currentInventory.containers.count == 9 })
             #expect(await eventually { committingReports() == reportsWhenReady + 2 })
-            #expect(Self.compiles(agent) == compilesWhenReady, "a container event compiled the table: \(Self.compiles(agent)) vs \(compilesWhenReady)")
+            #expect(Self.compiles(agent) == compilesWhenReady, "a container event compiled the table: \(Self.compiles(agent)) vs \(compilesWhenReady); by cause: \(Self.causes(agent))")
             #expect(agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "container"]) == 0
                 && agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": "container_fallback"]) == 0)
             let churn = reports.list.filter { $0.operations > 0 }.suffix(2)
