@@ -40,6 +40,8 @@ TARGETS = {
     ("netfilter.element_op_in_100k_set", "bulkhead"): [("send_to_ack_median_ms", "<=", 1.0, "ms median send->ack")],
     ("netfilter.dump_100k", "bulkhead"): [("median_s", "<=", 0.5, "s median")],
     ("enforce.cold_apply", "bulkhead apply"): [("wall_s_median", "<=", 1.0, "s whole process"), ("peak_rss_mb", "<=", 150, "MB peak RSS")],
+    ("enforce.shape_cold_apply", "bulkhead apply"): [("wall_s_median", "<=", 1.0, "s whole process"), ("peak_rss_mb", "<=", 150, "MB peak RSS")],
+    ("enforce.shape_plan", "bulkhead plan (no table)"): [("wall_s", "<=", 0.3, "s whole process")],
     ("enforce.container_added", "bulkhead incremental"): [("median_ms", "<=", 1.0, "ms median change->ack"), ("p99_ms", "<=", 3.0, "ms p99")],
     ("enforce.tcp_connections_per_s", "bulkhead"): [("fraction_of_no_ruleset", ">=", 0.9, "of no ruleset's new TCP connections/s")],
     ("agent.start_to_commit", "bulkhead agent"): [("connect_to_commit_median_ms", "<=", 5.0, "ms median event->commit"), ("connect_to_commit_p99_ms", "<=", 20.0, "ms p99")],
@@ -63,21 +65,24 @@ def verdicts(r):
     return out
 
 print()
-print(f"{'benchmark':<40} {'implementation':<34} {'figure':<36} {'target':<44} verdict")
+def impl(r):  # the shape, for the benchmarks run in several
+    return str(r.get("impl", "")) + (f" [{r['shape']}]" if "shape" in r else "")
+
+print(f"{'benchmark':<40} {'implementation':<46} {'figure':<36} {'target':<44} verdict")
 missed = 0
 for r in rows:
     if r.get("failed"):
-        print(f"{r['bench']:<40} {'':<34} {'benchmark failed, exit ' + str(r['exit']):<36} {'':<44} FAILED")
+        print(f"{r['bench']:<40} {impl(r):<46} {'benchmark failed, exit ' + str(r['exit']):<36} {'':<44} FAILED")
         missed += 1
         continue
     vs = verdicts(r)
     if not vs:
         keys = [k for k in r if k not in ("bench", "impl", "target")]
-        print(f"{r['bench']:<40} {str(r.get('impl', '')):<34} " + ", ".join(f"{k}={r[k]}" for k in keys))
+        print(f"{r['bench']:<40} {impl(r):<46} " + ", ".join(f"{k}={r[k]}" for k in keys))
         continue
     for figure, target, verdict in vs:
         missed += verdict != "met"
-        print(f"{r['bench']:<40} {str(r.get('impl', '')):<34} {figure:<36} {target:<44} {verdict}")
+        print(f"{r['bench']:<40} {impl(r):<46} {figure:<36} {target:<44} {verdict}")
 
 # Flat churn: the incremental add's median within 20 % from the smallest to the largest host.
 adds = sorted((r["containers"], r["median_ms"]) for r in rows
@@ -87,7 +92,7 @@ if len(adds) >= 2:
     growth = m1 / m0 - 1
     verdict = "met" if growth <= 0.2 else "MISSED"
     missed += verdict != "met"
-    print(f"{'enforce.container_added':<40} {'flatness':<34} {f'{n0}->{n1}: {growth:+.0%}':<36} {'<= +20% from 100 to 10,000 containers':<44} {verdict}")
+    print(f"{'enforce.container_added':<40} {'flatness':<46} {f'{n0}->{n1}: {growth:+.0%}':<36} {'<= +20% from 100 to 10,000 containers':<44} {verdict}")
 print(f"\n{missed} targets missed or failed; written: bench-results.json")
 PY
 if [ "${#failed[@]}" -gt 0 ]; then

@@ -100,6 +100,12 @@ private struct Builder {
     /// Service → indices into `flows` of the flows that name it (either side).
     let flowsByService: [ServiceRef: [Int]]
     let modes: [String: Segment.Mode]
+    /// The address families that have something to enforce: a governed subnet or an enrolled
+    /// address of a managed container. A family without either gets no set, map, chain or rule
+    /// (IPv4 when neither has any, so an empty inventory still compiles to one of each). A change
+    /// that brings the first address of a family needs the sets the full compile then makes: the
+    /// incremental planner finds them missing and asks for the full plan.
+    let families: [AddressFamily]
 
     init(policies: PolicySet, inventory: Inventory, options: Compiler.Options) {
         self.policies = policies
@@ -113,6 +119,12 @@ private struct Builder {
         }
         flowsByService = index
         modes = Dictionary(policies.segments.map { ($0.name, $0.mode) }, uniquingKeysWith: { a, _ in a })
+        var present = Set(evaluator.governedSubnets.map { $0.isIPv4 ? AddressFamily.v4 : .v6 })
+        for c in inventory.containers where present.count < AddressFamily.allCases.count {
+            guard !(evaluator.membership[c.name] ?? []).isEmpty else { continue }
+            for a in evaluator.enrolledAddresses(of: c) { present.insert(a.isIPv4 ? .v4 : .v6) }
+        }
+        families = present.isEmpty ? [.v4] : AddressFamily.allCases.filter(present.contains)
     }
 
     typealias Family = AddressFamily
@@ -194,7 +206,7 @@ private struct Builder {
             guard let id = containerIdentity[c.name], !quarantined.contains(id) else { continue }
             for ref in id.services { membersByService[ref, default: []].append(c) }
         }
-        for f in Family.allCases {
+        for f in families {
             let addrType: DataType = f == .v4 ? .ipv4Addr : .ipv6Addr
             let governed = mergedPrefixes(evaluator.governedSubnets.filter { ($0.isIPv4) == (f == .v4) })
             sets.append(NFTSet(name: SetName.governed(f).name, key: KeyType(addrType), flags: .interval,
@@ -259,7 +271,7 @@ private struct Builder {
             rules += chainRules
         }
         var table = Table(family: TableLayout.inet.family, name: TableLayout.inet.name, flags: options.tableFlags)
-        table.sets = sets
+        table.sets = sets + portSets(rules)
         table.chains = chains
         table.rules = rules
         return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
@@ -285,10 +297,12 @@ private struct Builder {
         let c = ChainName.forward.name
         var r = [ctEstablished(c)]
         // Router advertisements and redirects forwarded between bridge ports come from containers.
+        // Kept without IPv6 addresses too: a container's advertisement would hand its neighbours
+        // IPv6 addresses that nothing here then governs.
         r.append(Rule(chain: c, [.match(Match(.icmpv6Type, .anonymousSet([SetElement(.icmpv6Type(134)), SetElement(.icmpv6Type(137))]))),
                                  .counter(), .verdict(.drop)], comment: RuleRole.routerAdvertisements.comment))
-        r.append(neighbourDiscovery(c))
-        for f in Family.allCases {
+        if families.contains(.v6) { r.append(neighbourDiscovery(c)) }
+        for f in families {
             let (saddr, daddr) = fields(f)
             let governed = SetName.governed(f).name, managed = SetName.managed(f).name
             r.append(Rule(chain: c, [.match(Match(saddr, .set(governed))), .match(Match(saddr, negated: true, .set(managed))),
@@ -296,10 +310,10 @@ private struct Builder {
             r.append(Rule(chain: c, [.match(Match(daddr, .set(governed))), .match(Match(daddr, negated: true, .set(managed))),
                                      .counter(), .verdict(.drop)], comment: RuleRole.unclassified(.destination).comment))
         }
-        for f in Family.allCases {
+        for f in families {
             r.append(dispatch(c, fields(f).daddr, f, .ingress))
         }
-        for f in Family.allCases {
+        for f in families {
             r.append(dispatch(c, fields(f).saddr, f, .egress))
             r.append(Rule(chain: c, [.match(Match(fields(f).saddr, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
                           comment: RuleRole.sharedDenial(.toUngoverned).comment))
@@ -319,8 +333,8 @@ private struct Builder {
         let c = (input ? ChainName.input : ChainName.output).name
         var r: [Rule] = [Rule(chain: c, [.match(Match(input ? .iifname : .oifname, .value(.ifname("lo")))), .verdict(.accept)])]
         r.append(ctEstablished(c))
-        r.append(neighbourDiscovery(c))
-        for f in Family.allCases {
+        if families.contains(.v6) { r.append(neighbourDiscovery(c)) }
+        for f in families {
             let field = input ? fields(f).saddr : fields(f).daddr
             r.append(dispatch(c, field, f, input ? .toHost : .fromHost))
             r.append(Rule(chain: c, [.match(Match(field, .set(SetName.managed(f).name))), .counter(), .verdict(.drop)],
@@ -347,7 +361,7 @@ private struct Builder {
             if toMember {
                 let group = sourceGroup(flow)
                 if let group {
-                    for f in Family.allCases {
+                    for f in families {
                         rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(SetName.sourceGroup(group, f).name)))])
                     }
                 }
@@ -355,19 +369,20 @@ private struct Builder {
                     switch source.endpoint {
                     case .service(let ref):
                         if group != nil { continue }
-                        for f in Family.allCases {
+                        for f in families {
                             rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, .set(SetName.service(ref, f).name)))])
                         }
                     case .world:
-                        for f in Family.allCases {
+                        for f in families {
                             rules += allow(inChain, flow, f, [.match(Match(fields(f).saddr, negated: true, .set(SetName.managed(f).name)))])
                         }
                     case .cidr(let net):
                         let f: Family = net.isIPv4 ? .v4 : .v6
+                        guard families.contains(f) else { continue }  // no packet of that family gets here
                         rules += allow(inChain, flow, f, [prefixMatch(fields(f).saddr, net),
                                                           .match(Match(fields(f).saddr, negated: true, .set(SetName.managed(f).name)))])
                     case .host:
-                        for f in Family.allCases { rules += allow(fromHost, flow, f, []) }
+                        for f in families { rules += allow(fromHost, flow, f, []) }
                     }
                 }
             }
@@ -377,12 +392,13 @@ private struct Builder {
                     case .service:
                         continue  // decided by the destination's ingress chain
                     case .world:
-                        for f in Family.allCases { rules += allow(outChain, flow, f, []) }
+                        for f in families { rules += allow(outChain, flow, f, []) }
                     case .cidr(let net):
                         let f: Family = net.isIPv4 ? .v4 : .v6
+                        guard families.contains(f) else { continue }
                         rules += allow(outChain, flow, f, [prefixMatch(fields(f).daddr, net)])
                     case .host:
-                        for f in Family.allCases { rules += allow(toHost, flow, f, []) }
+                        for f in families { rules += allow(toHost, flow, f, []) }
                     }
                 }
             }
@@ -439,14 +455,39 @@ private struct Builder {
         return false
     }
 
+    /// One port or range inline; several in the named set of that list (`portSets`), which every
+    /// rule with the same list shares: the kernel's load time grows with the number of sets, and
+    /// an anonymous set per rule made most of them.
     func portMatch(_ field: Field, _ ranges: [ClosedRange<Int>]) -> Statement {
         if ranges.count == 1, let r = ranges.first {
             if r.lowerBound == r.upperBound { return .match(Match(field, .value(.port(UInt16(r.lowerBound))))) }
             return .match(Match(field, .range(.port(UInt16(r.lowerBound)), .port(UInt16(r.upperBound)))))
         }
-        return .match(Match(field, .anonymousSet(ranges.map {
-            SetElement(key: [KeyPart.between(.port(UInt16($0.lowerBound)), .port(UInt16($0.upperBound)))])
-        })))
+        let name = SetName.destinationPorts(field == .udpDport ? .udp : .tcp, ranges.map { UInt16($0.lowerBound)...UInt16($0.upperBound) })
+        return .match(Match(field, .set(name.name)))
+    }
+
+    /// The named port sets `rules` look up, sorted by name.
+    func portSets(_ rules: [Rule]) -> [NFTSet] {
+        var sets: [String: NFTSet] = [:]
+        for f in flows {
+            let p = f.portSet
+            guard !p.otherProtocols else { continue }
+            for (proto, ranges) in [(TransportProtocol.tcp, p.tcp), (.udp, p.udp)] where ranges.count > 1 {
+                let bounds = ranges.map { UInt16($0.lowerBound)...UInt16($0.upperBound) }
+                let name = SetName.destinationPorts(proto, bounds).name
+                guard sets[name] == nil else { continue }
+                sets[name] = NFTSet(name: name, key: KeyType(.inetService), flags: .interval,
+                                    elements: bounds.map { SetElement(key: [KeyPart.between(.port($0.lowerBound), .port($0.upperBound))]) })
+            }
+        }
+        var used = Set<String>()
+        for r in rules {
+            for case .match(let m) in r.statements {
+                if case .set(let name) = m.operand, m.fields == [.tcpDport] || m.fields == [.udpDport] { used.insert(name) }
+            }
+        }
+        return used.sorted().compactMap { sets[$0] }
     }
 
     /// The end of every identity chain: drop and count, or in audit mode log, count and accept.

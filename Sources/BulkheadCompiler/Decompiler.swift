@@ -26,6 +26,12 @@ public enum Decompiler {
             members[ref, default: []] += set.elements.compactMap { address($0.key.first?.low) }
         }
         for ref in members.keys { members[ref]?.sort() }
+        // Named port sets (`SetName.destinationPorts`), read from their elements: a shortened name
+        // does not say what it holds.
+        var portSets: [String: [ClosedRange<UInt16>]] = [:]
+        for set in table.sets where set.key == KeyType(.inetService) && set.data == nil {
+            portSets[set.name] = ranges(.anonymousSet(set.elements))
+        }
         // Chain names repeat rule after rule: parse each once.
         var chainNames: [String: ChainName?] = [:]
         for rule in table.rules {
@@ -42,7 +48,7 @@ public enum Decompiler {
                 if !isDenial(rule) { unrecognized.append(rule) }
                 continue
             }
-            guard let parsed = parse(rule, kind: kind, service: service, services: services) else {
+            guard let parsed = parse(rule, kind: kind, service: service, services: services, portSets: portSets) else {
                 unrecognized.append(rule)
                 continue
             }
@@ -59,7 +65,8 @@ public enum Decompiler {
         rule.statements.last == .verdict(.drop) || rule.statements.contains { if case .log = $0 { return true } else { return false } }
     }
 
-    static func parse(_ rule: Rule, kind: IdentityChainKind, service: ServiceRef, services: Set<ServiceRef>)
+    static func parse(_ rule: Rule, kind: IdentityChainKind, service: ServiceRef, services: Set<ServiceRef>,
+                      portSets: [String: [ClosedRange<UInt16>]] = [:])
         -> (from: [Endpoint], to: Endpoint, ports: [PortSpec])? {
         var peer: Endpoint?
         var group: [Endpoint] = []
@@ -91,6 +98,8 @@ public enum Decompiler {
             case (.ipSaddr, .value(let v)), (.ipDaddr, .value(let v)), (.ip6Saddr, .value(let v)), (.ip6Daddr, .value(let v)):
                 guard let a = address(v) else { return nil }
                 prefix = IPNetwork(address: a, prefixLength: a.bitWidth)
+            case (.tcpDport, .set(let name)) where !m.negated: guard let r = portSets[name] else { return nil }; tcp += r
+            case (.udpDport, .set(let name)) where !m.negated: guard let r = portSets[name] else { return nil }; udp += r
             case (.tcpDport, let op): guard let r = ranges(op) else { return nil }; tcp += r
             case (.udpDport, let op): guard let r = ranges(op) else { return nil }; udp += r
             case (.metaL4proto, .value(.proto(let p))) where p == IPProto.icmp || p == IPProto.icmpv6: icmp = true

@@ -55,6 +55,11 @@ public struct IncrementalPlanner: Sendable {
     /// How many of its containers have each identity of several services (those chains exist only
     /// while some container has the combination).
     private var combinations: [Identity: Int]
+    /// Address families with a governed subnet, and how many enrolled addresses of managed
+    /// containers each family has: the compiler makes a family's objects only when it has either
+    /// (`Compiler`), so removing the last such address deletes sets, which only the full plan does.
+    private let governedFamilies: Set<AddressFamily>
+    private var managedAddresses: [AddressFamily: Int]
 
     /// - Parameters:
     ///   - table: the table last applied, compiled from `policies` and `inventory`.
@@ -105,6 +110,31 @@ public struct IncrementalPlanner: Sendable {
         containers = byName
         addressOwners = owners
         combinations = combos
+        let governed = policies.governedNetworks
+        governedFamilies = Set(inventory.networks.filter { governed.contains($0.name) }.flatMap(\.subnets).map { $0.isIPv4 ? .v4 : .v6 })
+        managedAddresses = [:]
+        for c in inventory.containers where !(byLabels[c.labels] ?? []).isEmpty {
+            for (f, n) in enrolledCount(c) { managedAddresses[f, default: 0] += n }
+        }
+    }
+
+    /// The families the compiler makes objects for, given these address counts (as `Compiler`).
+    private func families(_ counts: [AddressFamily: Int]) -> Set<AddressFamily> {
+        let present = governedFamilies.union(counts.filter { $0.value > 0 }.keys)
+        return present.isEmpty ? [.v4] : present
+    }
+
+    /// A managed container's enrolled addresses per family (not counting host addresses or
+    /// addresses outside their network's subnets; shared addresses send changes to the full plan).
+    private func enrolledCount(_ c: Container) -> [AddressFamily: Int] {
+        var out: [AddressFamily: Int] = [:]
+        for (n, attachment) in c.networks {
+            for a in [attachment.ipv4, attachment.ipv6].compactMap({ $0 })
+            where Enrolment.problem(a, network: networkByName[n], hostAddresses: hostAddresses) == nil {
+                out[a.isIPv4 ? .v4 : .v6, default: 0] += 1
+            }
+        }
+        return out
     }
 
     /// The services a container belongs to (the evaluator's membership rule).
@@ -147,6 +177,13 @@ public struct IncrementalPlanner: Sendable {
         let id = Identity(refs)
         if !adding, refs.count > 1, combinations[id, default: 0] <= 1 {
             return .needsFullPlan(reason: "\(container.name) is the last container of identity \(id): its chains go")
+        }
+        if !adding {
+            var after = managedAddresses
+            for (f, n) in enrolledCount(container) { after[f, default: 0] -= n }
+            if families(managedAddresses) != families(after) {
+                return .needsFullPlan(reason: "\(container.name) holds the last address of a family: that family's objects go")
+            }
         }
         let ingress = ChainName.identity(.ingress, id).name
         guard chainNames.contains(ingress) else {
@@ -247,6 +284,7 @@ public struct IncrementalPlanner: Sendable {
             for a in c.addresses { addressOwners[a, default: 0] += 1 }
             let refs = services(of: c)
             if refs.count > 1 { combinations[Identity(refs), default: 0] += 1 }
+            if !refs.isEmpty { for (f, n) in enrolledCount(c) { managedAddresses[f, default: 0] += n } }
         case .removed(let c):
             guard let known = containers.removeValue(forKey: c.name) else { return }
             for a in known.addresses {
@@ -254,6 +292,7 @@ public struct IncrementalPlanner: Sendable {
                 addressOwners[a] = n > 0 ? n : nil
             }
             let refs = services(of: known)
+            if !refs.isEmpty { for (f, n) in enrolledCount(known) { managedAddresses[f, default: 0] -= n } }
             if refs.count > 1 {
                 let n = combinations[Identity(refs), default: 0] - 1
                 combinations[Identity(refs)] = n > 0 ? n : nil

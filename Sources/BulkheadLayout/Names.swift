@@ -39,6 +39,11 @@ public enum AddressFamily: String, CaseIterable, Sendable, Hashable {
     case v4, v6
 }
 
+/// A transport protocol whose destination ports a flow names.
+public enum TransportProtocol: String, CaseIterable, Sendable, Hashable {
+    case tcp, udp
+}
+
 /// The four kinds of identity chain, and the dispatch map that leads to each.
 public enum IdentityChainKind: CaseIterable, Sendable, Hashable {
     /// New connections to the identity from containers and the world (forward hook): `in_<identity>`.
@@ -89,6 +94,10 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
     /// maps, identity number → jump to the identity's chain of that kind. One element per identity,
     /// for both families: they change only when an identity's chains do.
     case dispatch(IdentityChainKind)
+    /// `tcp_80_443_8000-8099`: the destination ports of flow rules that name several ports or
+    /// ranges of one protocol (sorted, disjoint, not adjacent), one set for every rule with the
+    /// same list. Its name follows from its elements, so a set never changes while it exists.
+    case destinationPorts(TransportProtocol, [ClosedRange<UInt16>])
     /// Port binding (`bridge bulkhead`): `ports`, `bind_ether`, `bind_v4`, `bind_v6`, `bind_arp`.
     case ports, bindEther, bindV4, bindV6, bindARP
     /// A name too long for the kernel, shortened with a digest: not readable back.
@@ -103,6 +112,8 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
         case .sourceGroup(let g, let f): return "from_\(g.chainSuffix)_\(f.rawValue)"
         case .identityNumbers(let f): return "identity_\(f.rawValue)"
         case .dispatch(let k): return "dispatch_\(k.mapStem)"
+        case .destinationPorts(let p, let ranges):
+            return p.rawValue + ranges.map { r in r.lowerBound == r.upperBound ? "_\(r.lowerBound)" : "_\(r.lowerBound)-\(r.upperBound)" }.joined()
         case .ports: return "ports"
         case .bindEther: return "bind_ether"
         case .bindV4: return "bind_v4"
@@ -145,6 +156,17 @@ public enum SetName: Hashable, Sendable, CustomStringConvertible {
         }
         if text.hasPrefix("dispatch_"), let kind = IdentityChainKind.allCases.first(where: { text.dropFirst(9) == $0.mapStem }) {
             return .dispatch(kind)
+        }
+        if let p = TransportProtocol.allCases.first(where: { text.hasPrefix($0.rawValue + "_") }) {
+            var ranges: [ClosedRange<UInt16>] = []
+            for part in text.dropFirst(p.rawValue.count + 1).split(separator: "_", omittingEmptySubsequences: false) {
+                let bounds = part.split(separator: "-", omittingEmptySubsequences: false)
+                guard (1...2).contains(bounds.count), let lo = UInt16(bounds[0]), let hi = UInt16(bounds[bounds.count - 1]), lo <= hi,
+                      ranges.last.map({ Int($0.upperBound) + 1 < Int(lo) }) ?? true
+                else { return nil }
+                ranges.append(lo...hi)
+            }
+            return .destinationPorts(p, ranges)  // `init(parsing:)` keeps it only when spelled as we spell it
         }
         guard let f = AddressFamily.allCases.first(where: { text.hasSuffix("_" + $0.rawValue) }) else { return nil }
         let stem = text.dropLast(f.rawValue.count + 1)

@@ -2,6 +2,7 @@
 //
 //   bulkhead-bench churn DIR...       one container added / removed, per deployment DIR (gen_scale.py)
 //   bulkhead-bench forward DIR        new TCP connections/s through the forward path of a lab host
+//   bulkhead-bench render DIR OUT BRIDGE_OUT   the cold-apply script of DIR, for nft -f (scripts/bench/shapes.sh)
 //   bulkhead-bench tcp-server ADDR PORT...   child: accept and close, forever
 //   bulkhead-bench tcp-connect ADDR PORT COUNT OUT   child: COUNT connect/close, JSON result to OUT
 import BulkheadCompiler
@@ -109,6 +110,27 @@ func churn(_ dirs: [String]) throws {
         _ = runChild(["ip", "netns", "del", ns])
         namespaces.removeAll { $0 == ns }
     }
+}
+
+/// The script of a cold apply of deployment DIR from an empty kernel: `inet bulkhead` to OUT, the
+/// bridge table to BRIDGE_OUT, for
+/// `nft -f` beside `bulkhead apply`, and one JSON line counting what it holds.
+func render(_ dir: String, _ out: String, _ bridgeOut: String) throws {
+    let (policies, inventory) = loadDeployment(dir)
+    let plan = try Planner().plan(policies: policies, inventory: inventory, live: nil, bridgeLive: nil,
+                                  baseline: .empty(reason: "benchmark script"))
+    try plan.transaction.description.write(toFile: out, atomically: true, encoding: .utf8)
+    try plan.bridgeTransaction.description.write(toFile: bridgeOut, atomically: true, encoding: .utf8)
+    let tables = [plan.desired, plan.bridgeDesired]
+    let sets = tables.flatMap(\.sets)
+    let anonymous = tables.flatMap(\.rules).flatMap(\.statements).filter { s in
+        if case .match(let m) = s, case .anonymousSet = m.operand { return true }
+        return false
+    }.count
+    json([("bench", "enforce.shape_script"), ("impl", "script"), ("sets", sets.count),
+          ("elements", sets.map(\.elements.count).reduce(0, +)), ("chains", tables.map(\.chains.count).reduce(0, +)),
+          ("rules", tables.map(\.rules.count).reduce(0, +)), ("anonymous_sets", anonymous),
+          ("v6_objects", sets.filter { $0.name.hasSuffix("_v6") }.count), ("operations", plan.operationCount)])
 }
 
 // MARK: TCP connection rate

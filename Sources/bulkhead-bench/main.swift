@@ -287,6 +287,9 @@ do {
     case "forward"?:
         guard getuid() == 0, args.count == 2 else { fail("usage: bulkhead-bench forward DIR (root)") }
         try forward(args[1])
+    case "render"?:
+        guard args.count == 4 else { fail("usage: bulkhead-bench render DIR OUT BRIDGE_OUT") }
+        try render(args[1], args[2], args[3])
     case "tcp-server"?:
         guard args.count >= 3 else { fail("usage: bulkhead-bench tcp-server ADDR PORT...") }
         tcpServer(args[1], args.dropFirst(2).map { UInt16($0)! })
@@ -305,7 +308,7 @@ do {
         _ = try nf.generation()
         print("ok: ownership \(nf.ownership)")
     default:
-        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | churn DIR... | forward DIR | docker ... | agent-scale [EVENTS [SEED]] | privilege-check NETNS]")
+        fail("usage: bulkhead-bench [netfilter | commit100k NETNS | churn DIR... | forward DIR | render DIR OUT BRIDGE_OUT | docker ... | agent-scale [EVENTS [SEED]] | privilege-check NETNS]")
     }
 } catch {
     fail("bulkhead-bench: \(error)")

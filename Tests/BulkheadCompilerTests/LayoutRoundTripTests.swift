@@ -42,6 +42,10 @@ import Testing
                     #expect(table.id == TableLayout.bridge, "\(context): \(set.name) outside the bridge table")
                 case .governed, .managed, .identityNumbers, .dispatch:
                     #expect(table.id == TableLayout.inet, "\(context): \(set.name) outside the inet table")
+                case .destinationPorts(_, let ranges):
+                    #expect(table.id == TableLayout.inet, "\(context): \(set.name) outside the inet table")
+                    #expect(set.elements.map(\.key) == ranges.map { [KeyPart.between(.port($0.lowerBound), .port($0.upperBound))] },
+                            "\(context): \(set.name) holds what its name says")
                 }
             }
             for chain in table.chains {
@@ -233,6 +237,14 @@ import Testing
             var sets: [SetName] = [.governed(f), .managed(f), .service(id.services[0], f), .ports, .bindEther, .bindV4, .bindV6, .bindARP]
                 + [.identityNumbers(f)] + IdentityChainKind.allCases.map { .dispatch($0) }
             if id.services.count >= 2, SetName.sourceGroup(id, f).fitsUnshortened { sets.append(.sourceGroup(id, f)) }
+            // Sorted, disjoint, non-adjacent ports and ranges (what `PortSet` merges a flow's into).
+            var ports: [ClosedRange<UInt16>] = [], next = Int.random(in: 0...100, using: &rng)
+            for _ in 0..<Int.random(in: 2...8, using: &rng) where next < 65_000 {
+                let width = Bool.random(using: &rng) ? 0 : Int.random(in: 1...300, using: &rng)
+                ports.append(UInt16(next)...UInt16(next + width))
+                next += width + Int.random(in: 2...3_000, using: &rng)
+            }
+            sets.append(.destinationPorts(Bool.random(using: &rng) ? .tcp : .udp, ports))
             for s in sets {
                 #expect(SetName(parsing: s.name) == s, "\(s.name)")
                 fitting += 1
@@ -267,7 +279,8 @@ import Testing
 
     /// Names of other programs, and near misses of ours, are not ours.
     @Test(arguments: ["filter", "DOCKER-USER", "in_", "in_shop", "in_shop_api_x", "in_b_b__a_a", "audit_", "audit_a__b",
-                      "svc_shop_api", "svc_shop_api_v5", "from_shop_api_v4", "ingress", "managed_v4x", "", "quarantined"])
+                      "svc_shop_api", "svc_shop_api_v5", "from_shop_api_v4", "ingress", "managed_v4x", "", "quarantined",
+                      "tcp_", "tcp_80_80", "tcp_81_80", "tcp_80_81", "tcp_90-80", "udp_1-2-3", "udp_53_", "sctp_80_443", "tcp_80_70000"])
     func foreignNamesAreNotOurs(_ name: String) {
         #expect(ChainName(parsing: name) == nil, "\(name)")
         #expect(SetName(parsing: name) == nil, "\(name)")

@@ -95,6 +95,57 @@ import Testing
         }
     }
 
+    /// A family without addresses has no objects (`Compiler`): the first address of a family
+    /// needs the sets the full compile then makes, and removing the last one deletes them; both
+    /// go to the full plan, every other change stays element-only and equal to the diff.
+    @Test func firstAndLastAddressOfAFamilyNeedTheFullPlan() throws {
+        let yaml = """
+        segment: s
+        networks: [n]
+        services:
+          web:
+            labels: {role: web}
+          client:
+            labels: {role: client}
+        flows:
+          - from: client
+            to: web
+            ports: [tcp/80]
+
+        """
+        let loaded = PolicyLoader.load(sources: [("s.yaml", Array(yaml.utf8))])
+        #expect(!loaded.hasErrors)
+        // `n` (governed) is IPv4-only; `side` (not governed) has an IPv6 subnet.
+        let networks = [Network(name: "n", subnets: [IPNetwork("10.80.0.0/24")!], gateways: [IPAddress("10.80.0.1")!]),
+                        Network(name: "side", subnets: [IPNetwork("10.81.0.0/24")!, IPNetwork("fd00:81::/64")!], gateways: [])]
+        let v4Only = Inventory(networks: networks, containers: [
+            Container(name: "web-1", labels: ["role": "web"], networks: ["n": Attachment(ipv4: IPAddress("10.80.0.2"))]),
+            Container(name: "web-2", labels: ["role": "web"], networks: ["n": Attachment(ipv4: IPAddress("10.80.0.3"))]),
+            Container(name: "client-1", labels: ["role": "client"], networks: ["n": Attachment(ipv4: IPAddress("10.80.0.4"))]),
+        ])
+        let dual = Container(name: "client-6", labels: ["role": "client"],
+                             networks: ["side": Attachment(ipv4: IPAddress("10.81.0.5"), ipv6: IPAddress("fd00:81::5"))])
+        var withV6 = v4Only
+        withV6.containers.append(dual)
+        let before = table(loaded.policies, v4Only), after = table(loaded.policies, withV6)
+        #expect(before.sets.allSatisfy { !$0.name.hasSuffix("_v6") } && !before.sets.isEmpty)
+        #expect(after.sets.contains { $0.name == "managed_v6" })
+
+        let adding = IncrementalPlanner(policies: loaded.policies, inventory: v4Only, applied: before)
+        guard case .needsFullPlan = adding.transaction(for: .added(dual)) else {
+            Issue.record("the first IPv6 address must fall back to the full plan")
+            return
+        }
+        let removing = IncrementalPlanner(policies: loaded.policies, inventory: withV6, applied: after)
+        guard case .needsFullPlan = removing.transaction(for: .removed(dual)) else {
+            Issue.record("the last IPv6 address must fall back to the full plan")
+            return
+        }
+        // Every other container of both inventories: element-only and equal to the diff.
+        #expect(try checkEveryContainer(loaded.policies, v4Only) == 3)
+        #expect(try checkEveryContainer(loaded.policies, withV6) == 3)
+    }
+
     @Test func unclassifiedContainerChangesNothing() throws {
         let (policies, inventory) = try examples()
         let stray = Container(name: "stray-1", labels: ["app": "nobody"],
