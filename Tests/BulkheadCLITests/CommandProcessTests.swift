@@ -248,7 +248,7 @@ struct ApplyProcessTests {
             #expect(try TestSystem.check(sysctl) == "1\n1\n")
             #expect(first.stdout.contains("Flows newly allowed (\(exampleFlowCount)):"), "\(first.stdout)")
             let applied = try #require(first.stdout.split(separator: "\n").dropLast().last.map(String.init))
-            #expect(applied.hasPrefix("Applied 153 operations in ") && applied.contains("; table ownership: owner,persist "), "\(applied)")
+            #expect(applied.hasPrefix("Applied 154 operations in ") && applied.contains("; table ownership: owner,persist "), "\(applied)")
             #expect(first.stdout.hasSuffix("\nCut 0 connections the policies now deny (of 0 tracked).\n"), "\(first.stdout)")
 
             let listed = try TestSystem.nft(["list", "table", "inet", "bulkhead"], in: ns)

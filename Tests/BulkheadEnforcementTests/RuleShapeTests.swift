@@ -34,8 +34,8 @@ import Testing
     static func inventory(v4: Bool, v6: Bool, octet: Int) -> Inventory {
         let subnets = (v4 ? [IPNetwork("10.\(octet).0.0/24")!] : []) + (v6 ? [IPNetwork("fd00:\(octet)::/64")!] : [])
         let gateways = (v4 ? [IPAddress("10.\(octet).0.1")!] : []) + (v6 ? [IPAddress("fd00:\(octet)::1")!] : [])
-        func att(_ i: Int) -> Attachment {
-            Attachment(ipv4: v4 ? IPAddress("10.\(octet).0.\(i)") : nil, ipv6: v6 ? IPAddress("fd00:\(octet)::\(i)") : nil)
+        func att(_ i: Int) -> BulkheadInventory.Attachment {
+            BulkheadInventory.Attachment(ipv4: v4 ? IPAddress("10.\(octet).0.\(i)") : nil, ipv6: v6 ? IPAddress("fd00:\(octet)::\(i)") : nil)
         }
         return Inventory(networks: [Network(name: "n", subnets: subnets, gateways: gateways)],
                          containers: [Container(name: "web", labels: ["role": "web"], networks: ["n": att(2)]),
