@@ -77,7 +77,7 @@ for r in rows:
         continue
     vs = verdicts(r)
     if not vs:
-        keys = [k for k in r if k not in ("bench", "impl", "target")]
+        keys = [k for k in r if k not in ("bench", "impl", "target", "shape")]
         print(f"{r['bench']:<40} {impl(r):<46} " + ", ".join(f"{k}={r[k]}" for k in keys))
         continue
     for figure, target, verdict in vs:

@@ -106,6 +106,8 @@ private struct Builder {
     /// that brings the first address of a family needs the sets the full compile then makes: the
     /// incremental planner finds them missing and asks for the full plan.
     let families: [AddressFamily]
+    /// Managed container → its enrolled addresses.
+    let enrolled: [String: [IPAddress]]
 
     init(policies: PolicySet, inventory: Inventory, options: Compiler.Options) {
         self.policies = policies
@@ -119,11 +121,16 @@ private struct Builder {
         }
         flowsByService = index
         modes = Dictionary(policies.segments.map { ($0.name, $0.mode) }, uniquingKeysWith: { a, _ in a })
+        // Only enrolled addresses: one outside its network's subnets, the host's, or claimed by
+        // two containers is nobody's (`Evaluator`).
+        var enrolled: [String: [IPAddress]] = [:]
         var present = Set(evaluator.governedSubnets.map { $0.isIPv4 ? AddressFamily.v4 : .v6 })
-        for c in inventory.containers where present.count < AddressFamily.allCases.count {
-            guard !(evaluator.membership[c.name] ?? []).isEmpty else { continue }
-            for a in evaluator.enrolledAddresses(of: c) { present.insert(a.isIPv4 ? .v4 : .v6) }
+        for c in inventory.containers where !(evaluator.membership[c.name] ?? []).isEmpty {
+            let addresses = evaluator.enrolledAddresses(of: c)
+            enrolled[c.name] = addresses
+            for a in addresses { present.insert(a.isIPv4 ? .v4 : .v6) }
         }
+        self.enrolled = enrolled
         families = present.isEmpty ? [.v4] : AddressFamily.allCases.filter(present.contains)
     }
 
@@ -197,10 +204,6 @@ private struct Builder {
         var rules: [Rule] = []
 
         let managedContainers = inventory.containers.filter { containerIdentity[$0.name] != nil }
-        // Only enrolled addresses: one outside its network's subnets, the host's, or claimed by
-        // two containers is nobody's (`Evaluator`).
-        var enrolled: [String: [IPAddress]] = [:]
-        for c in managedContainers { enrolled[c.name] = evaluator.enrolledAddresses(of: c) }
         var membersByService: [ServiceRef: [Container]] = [:]
         for c in managedContainers {
             guard let id = containerIdentity[c.name], !quarantined.contains(id) else { continue }

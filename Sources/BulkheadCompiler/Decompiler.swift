@@ -58,7 +58,7 @@ public enum Decompiler {
                 }
             }
         }
-        return Reading(grants: grants.sorted(), members: members, unrecognized: unrecognized)
+        return Reading(grants: Grant.sorted(grants), members: members, unrecognized: unrecognized)
     }
 
     static func isDenial(_ rule: Rule) -> Bool {

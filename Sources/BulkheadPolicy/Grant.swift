@@ -33,6 +33,25 @@ public struct Grant: Sendable, Hashable, Comparable, CustomStringConvertible {
     public static func == (a: Grant, b: Grant) -> Bool { a.key == b.key }
     public func hash(into h: inout Hasher) { h.combine(key) }
     public static func < (a: Grant, b: Grant) -> Bool { a.key < b.key }
+
+    /// `grants.sorted()`, with each endpoint's text (what `Endpoint` orders by) made once per
+    /// grant instead of once per comparison: at 30,000 grants the plain sort was a fifth of `plan`.
+    public static func sorted<S: Sequence>(_ grants: S) -> [Grant] where S.Element == Grant {
+        var texts: [Endpoint: String] = [:]
+        func text(_ e: Endpoint) -> String {
+            if let t = texts[e] { return t }
+            let t = e.description
+            texts[e] = t
+            return t
+        }
+        return grants.map { (to: text($0.to), from: text($0.from), grant: $0) }
+            .sorted { a, b in
+                if a.to != b.to { return a.to < b.to }
+                if a.from != b.from { return a.from < b.from }
+                return a.grant.port < b.grant.port
+            }
+            .map(\.grant)
+    }
 }
 
 extension PolicySet {
@@ -51,6 +70,6 @@ extension PolicySet {
                 }
             }
         }
-        return out.sorted()
+        return Grant.sorted(out)
     }
 }

@@ -42,7 +42,7 @@ shape_bench() {  # shape_bench SHAPE: JSON lines on stdout, non-zero exit on any
     /usr/bin/time -f '%e %U %S %M' -o "$dir/time" "$bin" plan --policies "$dir/policies" --inventory "$dir/inventory.json" \
         --netns "$ns" > "$dir/plan.out" 2>&1 || { tail -5 "$dir/plan.out" >&2; return 1; }
     read -r secs user sys kb < "$dir/time"
-    printf '{"bench":"enforce.shape_plan","impl":"bulkhead plan (no table)","shape":"%s","containers":%s,"wall_s":%s,"cpu_s":%s,"peak_rss_mb":%.1f}\n' \
+    printf '{"bench":"enforce.shape_plan","impl":"bulkhead plan (no table)","shape":"%s","containers":%s,"wall_s":%s,"cpu_s":%.2f,"peak_rss_mb":%.1f}\n' \
         "$shape" "$containers" "$secs" "$(echo "$user + $sys" | bc -l)" "$(mb "$kb")"
     ip netns del "$ns"
 
