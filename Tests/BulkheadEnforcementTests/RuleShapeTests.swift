@@ -10,7 +10,7 @@ import Testing
 /// live in one named set per list, shared by every rule with that list, and a family without
 /// addresses gets no kernel object at all. Both proved on an applied table, by traffic and by
 /// what `nft` lists.
-@Suite struct RuleShapeTests {
+@Suite(.serialized) struct RuleShapeTests {
     static let yaml = """
     segment: s
     networks: [n]
