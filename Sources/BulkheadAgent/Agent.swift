@@ -317,8 +317,15 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
                 s.departed.formIntersection(inventory.containers.map(EndpointIndex.key(of:)))
                 inventory.containers.removeAll { s.departed.contains(EndpointIndex.key(of: $0)) }
             }
-            s.index = EndpointIndex(inventory)
-            s.indexReplaced = true
+            // What the snapshot changed, container by container, when only containers changed:
+            // a resync or a gap then costs what it found (element operations), not a compile.
+            let fresh = EndpointIndex(inventory)
+            if !s.indexReplaced, let earlier = s.index, let changed = fresh.changedKeys(since: earlier) {
+                s.dirty.formUnion(changed)
+            } else {
+                s.indexReplaced = true
+            }
+            s.index = fresh
             s.pendingPorts = Self.pendingPorts(inventory)
             defer { s.dockerUp = true; s.sourceOutage = nil }
             return (!s.dockerUp, !s.pendingPorts.isEmpty)
@@ -613,14 +620,22 @@ public final class Agent: ServiceLifecycle.Service, Sendable {
             logger.info("waiting before programming anything", metadata: ["policies": "\(p)", "inventory": "\(i)"])
             return true
         }
-        // Compare with the kernel itself at start-up, on resync, when someone else committed, and
-        // after a failure; otherwise with what we last wrote (the table is ours: owner flag).
+        // Compare with the kernel itself at start-up, when someone else committed, after a failure,
+        // and on a resync that finds the kernel's generation moved since our last commit;
+        // otherwise with what we last wrote (the table is ours: owner flag). Every commit to
+        // nf_tables in the namespace, by anyone, moves the generation: a resync that finds it where
+        // our last commit left it knows the kernel holds what we recorded, and needs no dump.
         let hasRecord = reconciler.withLock { $0.hasRecord }
         // A reload that gives the policies already compiled (the start-up's first load, which the
         // first reconcile already used) changes nothing: no compile for it.
         let policiesChanged = reasons.contains(.policy) && reconciler.withLock { $0.applied?.policies != policies }
-        let compareWithKernel = !hasRecord || !reasons.isDisjoint(with: [.startup, .resync, .generation, .retry])
+        var compareWithKernel = !hasRecord || !reasons.isDisjoint(with: [.startup, .generation, .retry])
         do {
+            if !compareWithKernel && reasons.contains(.resync) {
+                let backend = self.backend
+                let generation = try await netlink.run { try backend.generation() }
+                compareWithKernel = lastGeneration == nil || generation != lastGeneration
+            }
             let change: Reconciler.Change
             if compareWithKernel {
                 let adopted = state.withLock { $0.adopted }

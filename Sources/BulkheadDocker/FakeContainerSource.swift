@@ -149,6 +149,12 @@ public final class FakeContainerSource: ContainerSource, Sendable {
         send(SourceEvent(.removed, containerID: id, containerName: name))
     }
 
+    /// Changes the inventory without any event, as when events were lost: only a snapshot (a
+    /// resync, or the one after a gap) shows the change.
+    public func changeWithoutEvents(_ body: (inout Inventory) -> Void) {
+        update(body)
+    }
+
     private func update(_ body: (inout Inventory) -> Void) {
         state.withLock { body(&$0.inventory) }
     }

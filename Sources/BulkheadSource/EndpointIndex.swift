@@ -39,6 +39,18 @@ public struct EndpointIndex: Sendable, Hashable {
         return true
     }
 
+    /// The keys of the containers that differ between `earlier` and this index (added, removed or
+    /// changed), or nil when the networks or host addresses differ: then more than containers
+    /// changed, and the whole index must be compiled again. A resync that finds what the events
+    /// already told gives an empty set, and costs no compile.
+    public func changedKeys(since earlier: EndpointIndex) -> Set<String>? {
+        guard networks == earlier.networks, hostAddresses == earlier.hostAddresses else { return nil }
+        var changed: Set<String> = []
+        for (key, container) in containers where earlier.containers[key] != container { changed.insert(key) }
+        for key in earlier.containers.keys where containers[key] == nil { changed.insert(key) }
+        return changed
+    }
+
     /// Whether every network `container` is attached to is known. A container on a network the
     /// last snapshot did not list (created since) cannot be placed without that network's
     /// subnets: the caller takes a new snapshot.

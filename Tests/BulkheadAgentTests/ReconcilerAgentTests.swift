@@ -191,4 +191,64 @@ final class WatchedBackend: NetfilterBackend, Sendable {
             #expect(await eventually { source.snapshotCalls == snapshots + 1 }, "the periodic resync took a snapshot")
         }
     }
+
+    /// Issue 10, item 8: a resync costs what it finds. One that finds nothing compiles nothing and
+    /// commits nothing; one that finds a container whose events were lost commits its elements,
+    /// without a compile.
+    @Test func aResyncThatFindsNothingCompilesNothing() async throws {
+        let dir = try PolicyDir()
+        let backend = FakeNetfilter()
+        let source = FakeContainerSource(inventory: try exampleInventory())
+        let clock = ManualClock()
+        let reports = Reports()
+        try await withWatchedAgent(dir, backend: backend, source: source, reports: reports, configure: { (config: inout AgentConfiguration) in
+            config.clock = clock
+            config.resyncInterval = Duration.seconds(30)
+            config.generationPollInterval = Duration.seconds(1)
+        }) { agent in
+            #expect(await eventually { agent.isReady && inSync(backend, dir, source.currentInventory) })
+            #expect(await eventually { clock.sleeping >= 2 }, "sleeping: \(clock.sleeping)")
+            let compiles = Self.compiles(agent)
+            let (snapshots, commits) = (source.snapshotCalls, backend.commits.count)
+            func resyncs() -> [ReconcileReport] { reports.list.filter { $0.reasons.contains(.resync) } }
+            clock.advance(by: .seconds(30))
+            #expect(await eventually { source.snapshotCalls == snapshots + 1 && resyncs().count == 1 }, "the periodic resync took a snapshot and reconciled")
+            let resync = try #require(resyncs().first)
+            #expect(!resync.fullCompile && resync.operations == 0, "a resync that found nothing: \(resync.operations) operations, full compile \(resync.fullCompile)")
+            #expect(Self.compiles(agent) == compiles, "by cause: \(Self.causes(agent))")
+            #expect(backend.commits.count == commits)
+        }
+    }
+
+    @Test func aResyncFindsAMissedEventAsElements() async throws {
+        let dir = try PolicyDir()
+        let backend = FakeNetfilter()
+        let source = FakeContainerSource(inventory: try exampleInventory())
+        let clock = ManualClock()
+        let reports = Reports()
+        try await withWatchedAgent(dir, backend: backend, source: source, reports: reports, configure: { (config: inout AgentConfiguration) in
+            config.clock = clock
+            config.resyncInterval = Duration.seconds(30)
+            config.generationPollInterval = Duration.seconds(1)
+        }) { agent in
+            #expect(await eventually { agent.isReady && inSync(backend, dir, source.currentInventory) })
+            #expect(await eventually { clock.sleeping >= 2 }, "sleeping: \(clock.sleeping)")
+            let compiles = Self.compiles(agent)
+            let commits = backend.commits.count
+            // A container the events never told of, and one whose removal they never told.
+            source.changeWithoutEvents { inventory in
+                inventory.containers.removeAll { $0.name == "shop-api-2" }  // its identity stays: shop-api-1
+                inventory.containers.append(Container(name: "shop-api-3", id: FakeContainerSource.makeID("shop-api-3"),
+                                                      labels: ["com.docker.compose.project": "shop", "com.docker.compose.service": "api"],
+                                                      networks: ["shop_default": Attachment(ipv4: IPAddress("172.20.0.30"))]))
+            }
+            #expect(!inSync(backend, dir, source.currentInventory), "nothing notices before the resync")
+            clock.advance(by: .seconds(30))
+            #expect(await eventually { inSync(backend, dir, source.currentInventory) }, "the resync found both")
+            #expect(Self.compiles(agent) == compiles, "by cause: \(Self.causes(agent))")
+            let changed = backend.commits.dropFirst(commits)
+            #expect(!changed.isEmpty && changed.allSatisfy { $0.operations.allSatisfy { if case .elements = $0.object { true } else { false } } },
+                    "the resync committed element operations only: \(changed)")
+        }
+    }
 }

@@ -30,6 +30,22 @@ struct EndpointIndexTests {
         #expect(index.inventory.containers.map(\.name) == ["a"])
     }
 
+    @Test func changedKeys() {
+        let (a, b, c) = (Self.container("a", id: "1", "10.1.0.2"), Self.container("b", id: "2", "10.1.0.3"), Self.container("c", id: "3", "10.1.0.4"))
+        let earlier = EndpointIndex(Inventory(networks: [Self.net], containers: [a, b], hostAddresses: [IPAddress("192.0.2.1")!]))
+        #expect(earlier.changedKeys(since: earlier) == [], "the same snapshot again: nothing changed")
+        var moved = b
+        moved.networks["n"] = Attachment(ipv4: IPAddress("10.1.0.9"), mac: "02:00:00:00:00:01")
+        let later = EndpointIndex(Inventory(networks: [Self.net], containers: [moved, c], hostAddresses: [IPAddress("192.0.2.1")!]))
+        #expect(later.changedKeys(since: earlier) == ["1", "2", "3"], "a removed, b changed, c added")
+        let otherHost = EndpointIndex(Inventory(networks: [Self.net], containers: [a, b], hostAddresses: [IPAddress("192.0.2.2")!]))
+        #expect(otherHost.changedKeys(since: earlier) == nil, "host addresses changed: more than containers")
+        var net = Self.net
+        net.subnets.append(IPNetwork("10.2.0.0/24")!)
+        let otherNetworks = EndpointIndex(Inventory(networks: [net], containers: [a, b], hostAddresses: [IPAddress("192.0.2.1")!]))
+        #expect(otherNetworks.changedKeys(since: earlier) == nil, "networks changed: more than containers")
+    }
+
     @Test func unknownNetworksAreNoticed() {
         let index = EndpointIndex(Inventory(networks: [Self.net]))
         #expect(index.knowsNetworks(of: Self.container("a", "10.1.0.2")))
