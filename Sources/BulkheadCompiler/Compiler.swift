@@ -65,6 +65,10 @@ public enum Compiler {
         public var rejectedAddresses: [RejectedAddress]
         /// The `bridge bulkhead` table: port binding, tagged frames, link-local (see `PortBinding`).
         public var bridgeTable: Table
+        /// The classification the table was built from. `plan` (container counts) and revocation
+        /// (which connections the policies deny) use this one: building another for the same
+        /// policies and inventory costs as much and cannot answer differently.
+        public var evaluator: Evaluator
     }
 
     /// An identity that could not be compiled, and why.
@@ -280,7 +284,8 @@ private struct Builder {
         return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
                                failures: failures, rejectedAddresses: evaluator.rejectedAddresses,
                                bridgeTable: PortBinding.table(policies, inventory, flags: options.tableFlags,
-                                                              rejected: Set(evaluator.rejectedAddresses.map(\.address))))
+                                                              rejected: Set(evaluator.rejectedAddresses.map(\.address))),
+                               evaluator: evaluator)
     }
 
     // MARK: - Base chains

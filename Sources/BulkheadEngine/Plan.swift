@@ -72,6 +72,9 @@ public struct Plan: Sendable {
     /// Live connections the policies deny, which applying would cut (nil: not asked; `plan`
     /// fills it from connection tracking, see `Revocation`).
     public var connections: Revocation.Census? = nil
+    /// The classification `desired` was compiled from (`Compiler.Output.evaluator`): what
+    /// `plan`'s connection census and `apply`'s revocation ask, so they judge by the same one.
+    public var evaluator: Evaluator
 
     public var hasChanges: Bool { !transaction.isEmpty || !bridgeTransaction.isEmpty }
 
@@ -195,13 +198,13 @@ public struct Planner: Sendable {
             for rule in (live?.rules ?? []) + (bridgeLive?.rules ?? []) where rule.isUndecoded { foreign.append(rule) }
             var plan = Plan(baseline: baseline, tableChange: tableChange, desired: desired, live: live, transaction: transaction,
                             bridgeDesired: bridgeDesired, bridgeLive: bridgeLive, bridgeTransaction: bridgeTransaction,
-                            opened: [], closed: [], membership: [], foreignRules: foreign)
+                            opened: [], closed: [], membership: [], foreignRules: foreign, evaluator: compiled.evaluator)
             plan.bridgeTableChange = bridgeTableChange
             plan.failures = compiled.failures
             plan.rejectedAddresses = compiled.rejectedAddresses
             return plan
         }
-        let evaluator = Evaluator(policies: policies, inventory: inventory)
+        let evaluator = compiled.evaluator
         var containersOf: [ServiceRef: [String]] = [:]
         for (name, services) in evaluator.membership {
             for s in services { containersOf[s, default: []].append(name) }
@@ -243,7 +246,8 @@ public struct Planner: Sendable {
         for rule in bridgeLive?.rules ?? [] where rule.isUndecoded { foreign.append(rule) }
         var plan = Plan(baseline: baseline, tableChange: tableChange, desired: desired, live: live, transaction: transaction,
                         bridgeDesired: bridgeDesired, bridgeLive: bridgeLive, bridgeTransaction: bridgeTransaction,
-                        opened: opened, closed: closed, membership: membership, foreignRules: foreign)
+                        opened: opened, closed: closed, membership: membership, foreignRules: foreign,
+                        evaluator: compiled.evaluator)
         plan.bridgeTableChange = bridgeTableChange
         plan.failures = compiled.failures
         plan.rejectedAddresses = compiled.rejectedAddresses

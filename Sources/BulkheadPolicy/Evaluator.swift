@@ -43,16 +43,19 @@ public struct Evaluator: Sendable {
         self.inventory = inventory
         // Index services by one of their labels, so classifying 10,000 containers against 1,000
         // services looks at a handful of candidates each instead of every service.
-        var byLabel: [String: [Service]] = [:]
+        // A pair, not an interpolated `key=value` string: no string is built per container label.
+        struct Label: Hashable { var key: String, value: String }
+        var byLabel: [Label: [Service]] = [:]
         for service in policies.services {
             guard let key = service.labels.keys.min() else { continue }
-            byLabel["\(key)=\(service.labels[key]!)", default: []].append(service)
+            byLabel[Label(key: key, value: service.labels[key]!), default: []].append(service)
         }
         var membership: [String: [ServiceRef]] = [:]
+        membership.reserveCapacity(inventory.containers.count)
         for c in inventory.containers {
             var refs: [ServiceRef] = []
             for (key, value) in c.labels {
-                for service in byLabel["\(key)=\(value)"] ?? [] where service.matches(c) { refs.append(service.ref) }
+                for service in byLabel[Label(key: key, value: value)] ?? [] where service.matches(c) { refs.append(service.ref) }
             }
             membership[c.name] = refs.sorted()
         }

@@ -78,7 +78,7 @@ struct ApplyCommand: ParsableCommand {
                 }
                 let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6
                 // Only after the kernel's ack: cut earlier, a connection would re-open under the old rules.
-                let revoked = Inputs.revokeConnections(source, policies: policies, inventory: inventory)
+                let revoked = Inputs.revokeConnections(source, evaluator: plan.evaluator)
                 if format == .json {
                     print(PlanOutput.json(plan, nft: nft, revoked: revoked))
                 } else {

@@ -121,10 +121,11 @@ enum Inputs {
 
     /// The live connections the policies deny, read from connection tracking in the namespace
     /// `plan`/`apply` program (`.unavailable` with the reason when it cannot be read).
-    static func connectionCensus(_ options: SourceOptions, policies: PolicySet, inventory: Inventory) -> Revocation.Census {
+    /// `evaluator` is the plan's (`Plan.evaluator`), so the census judges by the table it programs.
+    static func connectionCensus(_ options: SourceOptions, evaluator: Evaluator) -> Revocation.Census {
         do {
             let tracking = try NetlinkConntrack(namespace: options.netns)
-            return Revocation.census(tracking, evaluator: Evaluator(policies: policies, inventory: inventory))
+            return Revocation.census(tracking, evaluator: evaluator)
         } catch {
             return .unavailable("cannot read connection tracking: \(error)")
         }
@@ -132,10 +133,10 @@ enum Inputs {
 
     /// Cuts the live connections the policies deny, after a commit. Never throws: a failure
     /// leaves the committed rules in place and is in the report.
-    static func revokeConnections(_ options: SourceOptions, policies: PolicySet, inventory: Inventory) -> Revocation.Report {
+    static func revokeConnections(_ options: SourceOptions, evaluator: Evaluator) -> Revocation.Report {
         do {
             let tracking = try NetlinkConntrack(namespace: options.netns)
-            return Revocation.revoke(tracking, evaluator: Evaluator(policies: policies, inventory: inventory))
+            return Revocation.revoke(tracking, evaluator: evaluator)
         } catch {
             var report = Revocation.Report()
             report.dumpError = error

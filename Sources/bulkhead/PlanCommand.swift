@@ -39,7 +39,7 @@ struct PlanCommand: ParsableCommand {
             switch Inputs.kernel(source) {
             case .success(let backend):
                 plan = try Planner().plan(policies: policies, inventory: inventory, backend: backend)
-                plan.connections = Inputs.connectionCensus(source, policies: policies, inventory: inventory)
+                plan.connections = Inputs.connectionCensus(source, evaluator: plan.evaluator)
             case .failure(let error):
                 plan = try Planner().plan(policies: policies, inventory: inventory, live: nil, bridgeLive: nil,
                                           baseline: .empty(reason: "cannot read the kernel: \(error)"))

@@ -87,6 +87,26 @@ import Testing
 
     /// Under unchanged policies nothing allowed is cut, but a connection the policies never
     /// allowed (tcp/22) is.
+    /// `plan` and `apply` judge connections with the evaluator the table was compiled from
+    /// (`Plan.evaluator`, from `Compiler.Output.evaluator`) instead of building a third one: it
+    /// must classify and decide exactly as a fresh one.
+    @Test func planJudgesConnectionsWithTheClassificationItCompiled() throws {
+        let policies = Self.policies(Self.yaml)
+        let plan = try Planner().plan(policies: policies, inventory: Self.inventory, live: nil, bridgeLive: nil,
+                                      baseline: .empty(reason: "test"))
+        let fresh = Evaluator(policies: policies, inventory: Self.inventory)
+        #expect(plan.evaluator.membership == fresh.membership)
+        #expect(plan.evaluator.membership.count == 3)
+        #expect(plan.evaluator.rejectedAddresses == fresh.rejectedAddresses)
+        let allowed = Self.entry(6, "10.70.0.3", 40005, "10.70.0.2", 80)
+        let tracking = FakeConntrack([Self.clientToWebSSH, allowed])
+        let census = Revocation.census(tracking, evaluator: plan.evaluator)
+        #expect(census == Revocation.census(tracking, evaluator: fresh))
+        #expect(census == .wouldCut(Revocation.select([Self.clientToWebSSH], evaluator: fresh), tracked: 2))
+        guard case .wouldCut(let cuts, _) = census else { Issue.record("census unavailable"); return }
+        #expect(cuts.map(\.entry) == [Self.clientToWebSSH])
+    }
+
     @Test func unchangedPoliciesCutOnlyTheDenied() {
         let evaluator = Evaluator(policies: Self.policies(Self.yaml), inventory: Self.inventory)
         let cuts = Revocation.select([Self.clientToWebTCP, Self.clientToWebUDP, Self.clientToLogs, Self.clientToWebSSH, Self.ungoverned], evaluator: evaluator)
