@@ -20,8 +20,12 @@ public enum Decompiler {
         var unrecognized: [Rule] = []
         var services = Set<ServiceRef>()  // services that have a `svc_*` set
         var members: [ServiceRef: [IPAddress]] = [:]
+        // Set names repeat rule after rule too (a source group's name is up to ~150 bytes): parse
+        // each set's name once; `parse` falls back to parsing a name no set of the table has.
+        var setNames: [String: SetName] = [:]
+        for set in table.sets { if let parsed = SetName(parsing: set.name) { setNames[set.name] = parsed } }
         for set in table.sets {
-            guard case .service(let ref, _)? = SetName(parsing: set.name) else { continue }
+            guard case .service(let ref, _)? = setNames[set.name] else { continue }
             services.insert(ref)
             members[ref, default: []] += set.elements.compactMap { address($0.key.first?.low) }
         }
@@ -48,7 +52,7 @@ public enum Decompiler {
                 if !isDenial(rule) { unrecognized.append(rule) }
                 continue
             }
-            guard let parsed = parse(rule, kind: kind, service: service, services: services, portSets: portSets) else {
+            guard let parsed = parse(rule, kind: kind, service: service, services: services, portSets: portSets, setNames: setNames) else {
                 unrecognized.append(rule)
                 continue
             }
@@ -66,7 +70,7 @@ public enum Decompiler {
     }
 
     static func parse(_ rule: Rule, kind: IdentityChainKind, service: ServiceRef, services: Set<ServiceRef>,
-                      portSets: [String: [ClosedRange<UInt16>]] = [:])
+                      portSets: [String: [ClosedRange<UInt16>]] = [:], setNames: [String: SetName] = [:])
         -> (from: [Endpoint], to: Endpoint, ports: [PortSpec])? {
         var peer: Endpoint?
         var group: [Endpoint] = []
@@ -77,7 +81,7 @@ public enum Decompiler {
             guard case .match(let m) = s, m.fields.count == 1, let field = m.fields.first else { continue }
             switch (field, m.operand) {
             case (.ipSaddr, .set(let name)), (.ip6Saddr, .set(let name)):
-                switch SetName(parsing: name) {
+                switch setNames[name] ?? SetName(parsing: name) {
                 case .managed? where m.negated:
                     if peer == nil { peer = .world }
                 case .service(let ref, _)? where !m.negated:

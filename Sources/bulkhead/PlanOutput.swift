@@ -26,20 +26,28 @@ enum PlanOutput {
         if let table = plan.bridgeTableChangeSummary {
             lines.append("Bridge table: " + table + ".")
         }
-        let all = plan.opened + plan.closed
-        let pairWidth = all.map { "\($0.grant.from) -> \($0.grant.to)".count }.max() ?? 0
-        let portWidth = all.map { $0.grant.port.description.count }.max() ?? 0
-        func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
-        func flowLine(_ sign: String, _ c: Plan.FlowChange, was: Bool) -> String {
+        // Each column's text is built once (a cold plan lists tens of thousands of grants), then
+        // padded to the widest.
+        struct Columns { var pair: String, pairWidth: Int, port: String, portWidth: Int }
+        func columns(_ c: Plan.FlowChange) -> Columns {
+            let pair = "\(c.grant.from) -> \(c.grant.to)", port = c.grant.port.description
+            return Columns(pair: pair, pairWidth: pair.count, port: port, portWidth: port.count)
+        }
+        let openedColumns = plan.opened.map(columns), closedColumns = plan.closed.map(columns)
+        let pairWidth = (openedColumns + closedColumns).map(\.pairWidth).max() ?? 0
+        let portWidth = (openedColumns + closedColumns).map(\.portWidth).max() ?? 0
+        func pad(_ s: String, _ count: Int, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - count)) }
+        func pad(_ s: String, _ n: Int) -> String { pad(s, s.count, n) }
+        func flowLine(_ sign: String, _ c: Plan.FlowChange, _ col: Columns, was: Bool) -> String {
             let g = c.grant
             let counts = "containers \(containers(c.fromContainers)) -> \(containers(c.toContainers))"
-            return "  \(sign) \(pad("\(g.from) -> \(g.to)", pairWidth))  \(pad(g.port.description, portWidth))  \(pad(counts, 20))  \(was ? "was " : "")\(g.reference)"
+            return "  \(sign) \(pad(col.pair, col.pairWidth, pairWidth))  \(pad(col.port, col.portWidth, portWidth))  \(pad(counts, 20))  \(was ? "was " : "")\(g.reference)"
         }
         lines.append("")
         lines.append("Flows newly allowed (\(plan.opened.count)):")
-        lines += plan.opened.isEmpty ? ["  (none)"] : plan.opened.map { flowLine("+", $0, was: false) }
+        lines += plan.opened.isEmpty ? ["  (none)"] : zip(plan.opened, openedColumns).map { flowLine("+", $0, $1, was: false) }
         lines.append("Flows newly denied (\(plan.closed.count)):")
-        lines += plan.closed.isEmpty ? ["  (none)"] : plan.closed.map { flowLine("-", $0, was: true) }
+        lines += plan.closed.isEmpty ? ["  (none)"] : zip(plan.closed, closedColumns).map { flowLine("-", $0, $1, was: true) }
         if !plan.membership.isEmpty {
             lines.append("Service membership:")
             for m in plan.membership {
