@@ -278,7 +278,7 @@ private struct Builder {
             rules += chainRules
         }
         var table = Table(family: TableLayout.inet.family, name: TableLayout.inet.name, flags: options.tableFlags)
-        table.sets = sets + portSets(rules)
+        table.sets = Self.inLookupOrder(sets + portSets(rules))
         table.chains = chains
         table.rules = rules
         return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
@@ -286,6 +286,20 @@ private struct Builder {
                                bridgeTable: PortBinding.table(policies, inventory, flags: options.tableFlags,
                                                               rejected: Set(evaluator.rejectedAddresses.map(\.address))),
                                evaluator: evaluator)
+    }
+
+    /// The kernel keeps a table's sets in a list, in the order they were created, and finds one by
+    /// name by walking that list from its head (`nft_set_lookup`: a `strlen` and a compare per set
+    /// passed) — for every rule that looks a set up and every element message. Shortest names
+    /// first (port sets, service sets, then the source groups, whose names spell up to ten
+    /// services), ties in the compiler's order: the many lookups of service and port sets no
+    /// longer walk past the long source-group names. Deterministic; nothing reads meaning into
+    /// the order.
+    static func inLookupOrder(_ sets: [NFTSet]) -> [NFTSet] {
+        sets.enumerated().sorted { a, b in
+            let la = a.element.name.utf8.count, lb = b.element.name.utf8.count
+            return la != lb ? la < lb : a.offset < b.offset
+        }.map(\.element)
     }
 
     // MARK: - Base chains

@@ -209,6 +209,21 @@ func exampleInventory() throws -> Inventory {
     #expect(reading.members[ServiceRef(segment: "shop", name: "api")]?.count == 8)
 }
 
+/// Sets come shortest name first (`inLookupOrder`): the kernel finds a set by name by walking the
+/// table's list of sets from its head, so the lookups of service and port sets must not walk past
+/// the long source-group names.
+@Test func setsComeShortestNameFirst() throws {
+    let table = Compiler.compile(try examplePolicies(), try exampleInventory()).table
+    let lengths = table.sets.map(\.name.utf8.count)
+    #expect(lengths.count > 10)
+    #expect(lengths == lengths.sorted(), "\(table.sets.map(\.name))")
+    func isService(_ s: NFTSet) -> Bool { if case .service? = SetName(parsing: s.name) { return true }; return false }
+    func isGroup(_ s: NFTSet) -> Bool { if case .sourceGroup? = SetName(parsing: s.name) { return true }; return false }
+    let lastService = try #require(table.sets.lastIndex(where: isService))
+    let firstGroup = try #require(table.sets.firstIndex(where: isGroup))
+    #expect(lastService < firstGroup)
+}
+
 /// The `bridge bulkhead` table from the inventory's ports and MACs.
 @Suite struct PortBindingCompileTests {
     func bound() throws -> (PolicySet, Inventory) {
