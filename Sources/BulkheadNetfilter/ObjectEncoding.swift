@@ -204,8 +204,15 @@ struct MessageEncoder {
             let obj = try NftnlSet()
             let s = obj.handle
             nftnl_set_set_str(s, nla(NFTNL_SET_TABLE), table.name)
-            nftnl_set_set_str(s, nla(NFTNL_SET_NAME), setName)
-            if let setID { nftnl_set_set_u32(s, nla(NFTNL_SET_ID), setID) }
+            // A set created earlier in this batch is named by its id alone. The kernel tries a
+            // name first, by walking the table's list of sets comparing names (a `strlen` each),
+            // and only then the id, which it finds at the tail of the batch's list of new sets:
+            // one step for the elements that follow their set. nft sends both.
+            if let setID {
+                nftnl_set_set_u32(s, nla(NFTNL_SET_ID), setID)
+            } else {
+                nftnl_set_set_str(s, nla(NFTNL_SET_NAME), setName)
+            }
             // Fill one message up to the budget, across slices (the same split as for the whole
             // list at once), at least one element per message.
             var size = 0

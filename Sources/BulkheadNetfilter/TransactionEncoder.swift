@@ -83,10 +83,11 @@ struct TransactionEncoder {
                 try enc.newSet(name: s.name, key: s.key, kernelFlags: s.kernelFlags, data: s.data,
                                timeoutMilliseconds: s.timeoutMilliseconds, setID: setID, descSize: nil,
                                exclusive: exclusive, into: batch, operation: index)
-                setID += 1
                 knownSets[s.name] = s.definition
-                try enc.elements(s.elements, of: s, setName: s.name, setID: nil, delete: false, exclusive: false,
+                // By id: the set was created just now (see `MessageEncoder.elements`).
+                try enc.elements(s.elements, of: s, setName: s.name, setID: setID, delete: false, exclusive: false,
                                  into: batch, operation: index)
+                setID += 1
             case (.delete, .set(let s)):
                 try enc.deleteSet(s.name, into: batch, operation: index)
             case (.flush, .set(let s)):

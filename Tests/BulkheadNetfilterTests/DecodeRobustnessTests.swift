@@ -170,7 +170,14 @@ import Testing
         var tx = Transaction(table: table.id, current: nil)
         try tx.add(.table(table.header))
         for c in table.chains { try tx.add(.chain(c)) }
-        for s in table.sets { try tx.add(.set(s)) }
+        // Elements in their own operation, so their messages carry the set's name as a dump's
+        // do (with its set, the encoder names a set created in the same batch by id).
+        for s in table.sets {
+            var empty = s
+            empty.setElements([])
+            try tx.add(.set(empty))
+            if !s.elements.isEmpty { try tx.add(.elements(set: s.name, s.elements)) }
+        }
         for r in table.rules { try tx.add(.rule(r)) }
         var seq: UInt32 = 100
         let batch = try TransactionEncoder(recordMessages: true).encode(tx, generation: nil, seq: { seq += 1; return seq })

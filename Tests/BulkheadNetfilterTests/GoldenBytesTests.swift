@@ -219,6 +219,37 @@ struct GoldenBytesTests {
     }
 }
 
+extension GoldenBytesTests {
+    /// The elements of a set created in the same batch name the set by `NFTA_SET_ELEM_LIST_SET_ID`
+    /// alone, where nft sends the name as well: the kernel tries a name first, walking the table's
+    /// list of sets (a `strlen` and a compare per set: a third of a cold apply of 4,000 sets), and
+    /// finds an id at the tail of the batch's list of new sets in one step. Elements added to a
+    /// set that already exists keep its name (`element()` above). The kernel accepts both:
+    /// `FakeVersusKernelTests` and `KernelRoundTripTests` create every set this way.
+    @Test func elementsOfASetCreatedInTheBatchNameItById() throws {
+        var tx = Transaction(table: TableID(family: .inet, name: "bh"), current: nil)
+        try tx.add(.table(Table(family: .inet, name: "bh")))
+        try tx.add(.set(NFTSet(name: "a", key: KeyType(.ipv4Addr), elements: [SetElement(.ipv4(v4("10.0.0.1")))])))
+        let (_, ops) = try Self.messages(tx)
+        #expect(ops.count == 3)
+        #expect(Self.messageType(ops[1]) == 0x0a09)  // NFT_MSG_NEWSET, NFTA_SET_ID 1 (see `set()`)
+        #expect(ops[2] == [
+            0x38, 0x00, 0x00, 0x00,  // nlmsg_len 56
+            0x0c, 0x0a,              // NFT_MSG_NEWSETELEM (12)
+            0x05, 0x04,              // REQUEST | ACK | CREATE
+            0, 0, 0, 0, 0, 0, 0, 0,
+            0x01, 0x00, 0x00, 0x00,  // family inet
+            0x08, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x01,  // NFTA_SET_ELEM_LIST_SET_ID 1 (no NFTA_SET_ELEM_LIST_SET)
+            0x07, 0x00, 0x01, 0x00, 0x62, 0x68, 0x00, 0x00,  // NFTA_SET_ELEM_LIST_TABLE "bh"
+            0x14, 0x00, 0x03, 0x80,  // NFTA_SET_ELEM_LIST_ELEMENTS
+            0x10, 0x00, 0x01, 0x80,  //   NFTA_LIST_ELEM
+            0x0c, 0x00, 0x01, 0x80,  //     NFTA_SET_ELEM_KEY
+            0x08, 0x00, 0x01, 0x00,  //       NFTA_DATA_VALUE
+            0x0a, 0x00, 0x00, 0x01,  //         10.0.0.1
+        ])
+    }
+}
+
 // MARK: - Goldens captured from nft
 
 /// Deletes, flushes, verdict maps, log, limit, reject, ranges and ct state, compared with what
