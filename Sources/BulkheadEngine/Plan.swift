@@ -214,7 +214,8 @@ public struct Planner: Sendable {
         let desiredReading = Decompiler.read(desired)
         let liveReading = live.map(Decompiler.read)
         let liveGrants = Set(liveReading?.grants ?? [])
-        let desiredGrants = Set(desiredReading.grants)
+        // Against no table (a cold plan) every desired grant opens and none closes.
+        let desiredGrants: Set<Grant> = liveReading == nil ? [] : Set(desiredReading.grants)
         // The tables name flows by their root-relative file (`FlowReference`); people read the
         // path they gave. A reference no current flow has (a closed one) stays as the table has it.
         var given: [String: String] = [:]
@@ -224,7 +225,7 @@ public struct Planner: Sendable {
             g.reference = given[g.reference] ?? g.reference
             return Plan.FlowChange(grant: g, fromContainers: count(g.from), toContainers: count(g.to))
         }
-        let opened = desiredReading.grants.filter { !liveGrants.contains($0) }.map(change)
+        let opened = (liveGrants.isEmpty ? desiredReading.grants : desiredReading.grants.filter { !liveGrants.contains($0) }).map(change)
         let closed = (liveReading?.grants ?? []).filter { !desiredGrants.contains($0) }.map(change)
 
         var owners: [IPAddress: String] = [:]
