@@ -36,12 +36,12 @@ enum PlanOutput {
         let openedColumns = plan.opened.map(columns), closedColumns = plan.closed.map(columns)
         let pairWidth = (openedColumns + closedColumns).map(\.pairWidth).max() ?? 0
         let portWidth = (openedColumns + closedColumns).map(\.portWidth).max() ?? 0
-        func pad(_ s: String, _ count: Int, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - count)) }
-        func pad(_ s: String, _ n: Int) -> String { pad(s, s.count, n) }
+        func padded(_ s: String, count: Int, to n: Int) -> String { s + String(repeating: " ", count: max(0, n - count)) }
+        func pad(_ s: String, _ n: Int) -> String { padded(s, count: s.count, to: n) }
         func flowLine(_ sign: String, _ c: Plan.FlowChange, _ col: Columns, was: Bool) -> String {
             let g = c.grant
             let counts = "containers \(containers(c.fromContainers)) -> \(containers(c.toContainers))"
-            return "  \(sign) \(pad(col.pair, col.pairWidth, pairWidth))  \(pad(col.port, col.portWidth, portWidth))  \(pad(counts, 20))  \(was ? "was " : "")\(g.reference)"
+            return "  \(sign) \(padded(col.pair, count: col.pairWidth, to: pairWidth))  \(padded(col.port, count: col.portWidth, to: portWidth))  \(pad(counts, 20))  \(was ? "was " : "")\(g.reference)"
         }
         lines.append("")
         lines.append("Flows newly allowed (\(plan.opened.count)):")
