@@ -278,7 +278,7 @@ private struct Builder {
             rules += chainRules
         }
         var table = Table(family: TableLayout.inet.family, name: TableLayout.inet.name, flags: options.tableFlags)
-        table.sets = Self.inLookupOrder(sets + portSets(rules))
+        table.sets = Self.inLookupOrder(sets + portSets(rules), rules: rules)
         table.chains = chains
         table.rules = rules
         return Compiler.Output(table: table, identities: sortedIdentities, flowsByReference: byReference,
@@ -288,18 +288,25 @@ private struct Builder {
                                evaluator: evaluator)
     }
 
-    /// The kernel keeps a table's sets in a list, in the order they were created, and finds one by
-    /// name by walking that list from its head (`nft_set_lookup`: a `strlen` and a compare per set
-    /// passed) — for every rule that looks a set up and every element message. Shortest names
-    /// first (port sets, service sets, then the source groups, whose names spell up to ten
-    /// services), ties in the compiler's order: the many lookups of service and port sets no
-    /// longer walk past the long source-group names. Deterministic; nothing reads meaning into
-    /// the order.
-    static func inLookupOrder(_ sets: [NFTSet]) -> [NFTSet] {
-        sets.enumerated().sorted { a, b in
-            let la = a.element.name.utf8.count, lb = b.element.name.utf8.count
-            return la != lb ? la < lb : a.offset < b.offset
-        }.map(\.element)
+    /// The order in which the kernel is asked to create the sets. It keeps a table's sets in a
+    /// list, in creation order, and finds one by name by walking that list from its head
+    /// (`nft_set_lookup`: a `strlen` and a compare for every set passed): each new set walks the
+    /// whole list (is the name taken?), each rule that looks a set up walks to it. A set's name is
+    /// therefore read once for every set created after it and every lookup of a set placed after
+    /// it; the total is least when sets go by their name's length over (1 + the rules that look
+    /// them up), smallest first (Smith's rule): the port and service sets that many rules name
+    /// first, the long source-group names (up to ten services spelled out) and the sets no rule
+    /// names last. Ties keep the compiler's order, so the order is deterministic; nothing reads
+    /// meaning into it.
+    static func inLookupOrder(_ sets: [NFTSet], rules: [Rule]) -> [NFTSet] {
+        var lookups: [String: Int] = [:]
+        for rule in rules { for name in rule.referencedSets { lookups[name, default: 0] += 1 } }
+        let keyed = sets.enumerated().map { (offset: $0.offset, set: $0.element, length: $0.element.name.utf8.count,
+                                             weight: 1 + (lookups[$0.element.name] ?? 0)) }
+        return keyed.sorted { a, b in
+            let ca = a.length * b.weight, cb = b.length * a.weight  // a.length / a.weight vs b's
+            return ca != cb ? ca < cb : a.offset < b.offset
+        }.map(\.set)
     }
 
     // MARK: - Base chains
