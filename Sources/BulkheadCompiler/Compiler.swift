@@ -306,7 +306,7 @@ private struct Builder {
         return keyed.sorted { a, b in
             let ca = a.length * b.weight, cb = b.length * a.weight  // a.length / a.weight vs b's
             return ca != cb ? ca < cb : a.offset < b.offset
-        }.map(\.set)
+        }.map { $0.set }
     }
 
     // MARK: - Base chains
