@@ -76,11 +76,7 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         }
     }
 
-    static func compiles(_ agent: Agent) -> Double {
-        ["kernel", "policy", "snapshot", "container", "container_fallback"].reduce(0) {
-            $0 + (agent.metrics.value("bulkhead_full_compiles_total", labels: ["cause": $1]) ?? 0)
-        }
-    }
+    static func compiles(_ agent: Agent) -> Double { causes(agent).values.reduce(0, +) }
 
     static func causes(_ agent: Agent) -> [String: Double] {
         Dictionary(uniqueKeysWithValues: ["kernel", "policy", "snapshot", "container", "container_fallback"].map {
@@ -171,15 +167,8 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         let backend = FakeNetfilter()
         let inventory = try exampleInventory()
         let source = FakeContainerSource(inventory: inventory)
-        let clock = ManualClock()
-        try await withWatchedAgent(dir, backend: backend, source: source, reports: Reports(), configure: { (config: inout AgentConfiguration) in
-            config.clock = clock
-            config.resyncInterval = Duration.seconds(30)
-            config.generationPollInterval = Duration.seconds(1)
-        }) { agent in
-            #expect(await eventually { agent.isReady && inSync(backend, dir, inventory) })
-            // The generation watch and the resync loop are asleep on the clock.
-            #expect(await eventually { clock.sleeping >= 2 }, "sleeping: \(clock.sleeping)")
+        // Ready, and the generation watch and the resync loop asleep on the clock.
+        try await withResyncingAgent(dir, backend: backend, source: source, reports: Reports()) { agent, clock in
             let snapshots = source.snapshotCalls
             backend.tamper(Planner.tableID) { $0 = nil }
             #expect(!inSync(backend, dir, inventory), "nothing notices before the clock moves")
@@ -192,15 +181,11 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         }
     }
 
-    /// Issue 10, item 8: a resync costs what it finds. One that finds nothing compiles nothing and
-    /// commits nothing; one that finds a container whose events were lost commits its elements,
-    /// without a compile.
-    @Test func aResyncThatFindsNothingCompilesNothing() async throws {
-        let dir = try PolicyDir()
-        let backend = FakeNetfilter()
-        let source = FakeContainerSource(inventory: try exampleInventory())
+    /// An agent whose timers run on a manual clock (resync every 30 s, generation watch every
+    /// 1 s), ready and in sync, with both timers asleep: the test moves time itself.
+    func withResyncingAgent(_ dir: PolicyDir, backend: FakeNetfilter, source: FakeContainerSource, reports: Reports,
+                            _ body: @Sendable (Agent, ManualClock) async throws -> Void) async throws {
         let clock = ManualClock()
-        let reports = Reports()
         try await withWatchedAgent(dir, backend: backend, source: source, reports: reports, configure: { (config: inout AgentConfiguration) in
             config.clock = clock
             config.resyncInterval = Duration.seconds(30)
@@ -208,6 +193,19 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         }) { agent in
             #expect(await eventually { agent.isReady && inSync(backend, dir, source.currentInventory) })
             #expect(await eventually { clock.sleeping >= 2 }, "sleeping: \(clock.sleeping)")
+            try await body(agent, clock)
+        }
+    }
+
+    /// Issue 10, item 8: a resync costs what it finds. One that finds nothing compiles nothing and
+    /// commits nothing; one that finds a container whose events were lost commits its elements,
+    /// without a compile.
+    @Test func aResyncThatFindsNothingCompilesNothing() async throws {
+        let dir = try PolicyDir()
+        let backend = FakeNetfilter()
+        let source = FakeContainerSource(inventory: try exampleInventory())
+        let reports = Reports()
+        try await withResyncingAgent(dir, backend: backend, source: source, reports: reports) { agent, clock in
             let compiles = Self.compiles(agent)
             let (snapshots, commits) = (source.snapshotCalls, backend.commits.count)
             func resyncs() -> [ReconcileReport] { reports.list.filter { $0.reasons.contains(.resync) } }
@@ -224,15 +222,8 @@ final class WatchedBackend: NetfilterBackend, Sendable {
         let dir = try PolicyDir()
         let backend = FakeNetfilter()
         let source = FakeContainerSource(inventory: try exampleInventory())
-        let clock = ManualClock()
         let reports = Reports()
-        try await withWatchedAgent(dir, backend: backend, source: source, reports: reports, configure: { (config: inout AgentConfiguration) in
-            config.clock = clock
-            config.resyncInterval = Duration.seconds(30)
-            config.generationPollInterval = Duration.seconds(1)
-        }) { agent in
-            #expect(await eventually { agent.isReady && inSync(backend, dir, source.currentInventory) })
-            #expect(await eventually { clock.sleeping >= 2 }, "sleeping: \(clock.sleeping)")
+        try await withResyncingAgent(dir, backend: backend, source: source, reports: reports) { agent, clock in
             let compiles = Self.compiles(agent)
             let commits = backend.commits.count
             // A container the events never told of, and one whose removal they never told.
